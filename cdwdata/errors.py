@@ -1,0 +1,31 @@
+"""A small hierarchy of errors whose messages say what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class CdwError(Exception):
+    """Base class of every error cdwdata raises on purpose."""
+
+
+class ParameterError(CdwError, ValueError):
+    """A physical or numerical parameter is outside its allowed range."""
+
+
+class InputError(CdwError, ValueError):
+    """An input array has the wrong shape, dtype or non-finite values."""
+
+
+class StoreError(CdwError, ValueError):
+    """A zarr store is missing, already exists, is incompatible or is damaged."""
+
+
+class ModelError(CdwError, ValueError):
+    """A model file is missing, corrupted, or was trained for other parameters."""
+
+
+class BlowUpError(CdwError, RuntimeError):
+    """A simulation produced non-finite values; the last good frame is kept on disk."""
+
+
+class CatalogError(CdwError, ValueError):
+    """A catalog file is malformed or points at data that is not there."""
