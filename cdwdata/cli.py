@@ -1,0 +1,83 @@
+"""The ``cdw`` command line: a thin dispatcher over :mod:`cdwdata.commands`.
+
+Each subcommand lives in ``cdwdata/commands/<name>.py`` with ``configure(parser)`` and
+``run(args) -> int``; only the chosen one is imported, so ``cdw --help`` is fast. Errors that
+cdwdata raises on purpose print one line and exit with code 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module under cdwdata.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ed-quench": ("ed_quench", "ED-Langevin thermal quench runs stored in zarr"),
+    "quench": ("quench", "ML-Langevin thermal-quench ensembles (Dask, CPU or GPU)"),
+    "ed-dataset": ("ed_dataset", "generate an ED training set (random + quench snapshots)"),
+    "train": ("train", "train an ML force field on an ED training set"),
+    "validate": ("validate", "validation report of a model on held-out ED snapshots"),
+    "analyze": ("analyze", "phi, S(k,t), S(q,t), L(t) and fits of a trajectory store"),
+    "catalog": ("catalog", "build or list intake catalogs of stores"),
+    "explore": ("explore", "serve the interactive coarsening explorer (panel)"),
+    "info": ("info", "print what a store holds and how it was made"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    out = {}
+    for name, (module, help_) in COMMANDS.items():
+        if importlib.util.find_spec(f"cdwdata.commands.{module}") is not None:
+            out[name] = (module, help_)
+    return out
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Parser with every subcommand listed; arguments only for ``command`` (lazy imports)."""
+    parser = argparse.ArgumentParser(
+        prog="cdw",
+        description="cdwdata: ML-accelerated phase-ordering simulations of charge density waves",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            importlib.import_module(f"cdwdata.commands.{module}").configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.version:
+        from cdwdata import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from cdwdata.errors import CdwError
+
+    module = importlib.import_module(f"cdwdata.commands.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args) or 0)
+    except (CdwError, ValueError, FileNotFoundError, PermissionError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"cdw {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cdw {args.command}: interrupted; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

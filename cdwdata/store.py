@@ -1,0 +1,275 @@
+"""The only module that knows the zarr layout of cdwdata stores.
+
+Trajectory store (one per ensemble), dims ``(T, f, run, step, x, y)``:
+
+* frame variables (``Q``, ``v``, ``n``, ``F`` or a subset), one chunk per (T, f, run, frame);
+* ``frames_done (T, f, run)``: how many frames of the run are completely written; it is the
+  resume marker and is written last;
+* a two-slot checkpoint ``ckpt_Q, ckpt_v, ckpt_F, ckpt_n (T, f, run, slot, x, y)`` with
+  ``ckpt_step (T, f, run, slot)``: the full float64 state at the latest frames, so a run
+  resumes exactly even when only some variables are stored per frame. Frame k goes to slot
+  ``k % 2``; its ``ckpt_step`` is written after its data, and ``frames_done`` after that, so
+  a kill at any moment leaves a consistent (frames_done, checkpoint) pair.
+
+The store is preallocated once (``to_zarr(compute=False)``); writers then fill whole chunks,
+so writers of different runs never touch the same chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdwdata import schema
+from cdwdata.errors import StoreError
+
+CKPT_VARS = (schema.Q, schema.V, schema.FORCE, schema.N)
+SLOT = "slot"
+#: Attributes a resumed run must match exactly.
+RESUME_KEYS = ("L", "steps", "save_every", "seed", "forcefield", "hot_start_T", "params_json")
+
+
+def _ckpt(name: str) -> str:
+    return f"ckpt_{name}"
+
+
+@dataclass(frozen=True)
+class TrajectoryLayout:
+    """Shape of a trajectory store.
+
+    Attributes
+    ----------
+    L : int
+        Lattice size.
+    temperatures, fillings : tuple of float
+        Coordinates of the T and f dims.
+    runs : int
+        Number of runs per (T, f).
+    steps, save_every : int
+        Total Langevin steps and the frame interval; frames at steps 0, save_every, ..., steps.
+    dt : float
+        Time step (for the ``time`` coordinate).
+    frame_vars : tuple of str
+        Variables stored at every frame.
+    frame_dtype : str
+        Storage dtype of frame variables ("float64" or "float32"); checkpoints are float64.
+    """
+
+    L: int
+    temperatures: tuple[float, ...]
+    fillings: tuple[float, ...]
+    runs: int
+    steps: int
+    save_every: int
+    dt: float
+    frame_vars: tuple[str, ...] = (schema.Q, schema.V, schema.N, schema.FORCE)
+    frame_dtype: str = "float64"
+
+    @property
+    def n_frames(self) -> int:
+        return self.steps // self.save_every + 1
+
+    @property
+    def frame_steps(self) -> np.ndarray:
+        return np.arange(self.n_frames) * self.save_every
+
+
+def _skeleton(layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any]):
+    import dask.array as da
+    import xarray as xr
+
+    nT, nf, R, L = len(layout.temperatures), len(layout.fillings), layout.runs, layout.L
+    frame_dims = (schema.T, schema.F_FILL, schema.RUN, schema.STEP, schema.X, schema.Y)
+    fshape = (nT, nf, R, layout.n_frames, L, L)
+    fchunks = (1, 1, 1, 1, L, L)
+    data: dict[str, Any] = {}
+    for name in layout.frame_vars:
+        arr = da.full(fshape, np.nan, chunks=fchunks, dtype=layout.frame_dtype)
+        data[name] = xr.Variable(frame_dims, arr, attrs=schema.attrs(name))
+    cdims = (schema.T, schema.F_FILL, schema.RUN, SLOT, schema.X, schema.Y)
+    for name in CKPT_VARS:
+        arr = da.full((nT, nf, R, 2, L, L), np.nan, chunks=(1, 1, 1, 1, L, L))
+        data[_ckpt(name)] = xr.Variable(cdims, arr, attrs={"long_name": f"checkpoint of {name}"})
+    mdims = (schema.T, schema.F_FILL, schema.RUN)
+    data[_ckpt("step")] = xr.Variable(
+        (*mdims, SLOT), da.full((nT, nf, R, 2), -1, chunks=1, dtype="int64"),
+        attrs={"long_name": "step held by each checkpoint slot (-1: empty)"},
+    )
+    data[schema.FRAMES_DONE] = xr.Variable(
+        mdims, da.zeros((nT, nf, R), chunks=1, dtype="int64"), attrs=schema.attrs(schema.FRAMES_DONE)
+    )
+    steps = layout.frame_steps
+    coords = {
+        schema.T: (schema.T, np.asarray(layout.temperatures, float), schema.attrs(schema.T)),
+        schema.F_FILL: (schema.F_FILL, np.asarray(layout.fillings, float),
+                        schema.attrs(schema.F_FILL)),
+        schema.RUN: (schema.RUN, np.arange(R), schema.attrs(schema.RUN)),
+        schema.STEP: (schema.STEP, steps, schema.attrs(schema.STEP)),
+        schema.TIME: (schema.STEP, steps * layout.dt, schema.attrs(schema.TIME)),
+        schema.X: (schema.X, np.arange(L), schema.attrs(schema.X)),
+        schema.Y: (schema.Y, np.arange(L), schema.attrs(schema.Y)),
+        schema.SEED: (mdims, seeds.astype("int64"), schema.attrs(schema.SEED)),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """True if ``path`` holds something (a store or any other file)."""
+    return Path(path).exists()
+
+
+def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any],
+                      overwrite: bool = False) -> None:
+    """Preallocate a trajectory store at ``path``.
+
+    Raises :class:`StoreError` if ``path`` exists and ``overwrite`` is false; the existing data
+    is then left untouched.
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(
+                f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    ds = _skeleton(layout, seeds, attrs)
+    try:
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False)
+    except OSError as err:
+        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+
+
+def layout_attrs(layout: TrajectoryLayout) -> dict[str, Any]:
+    """The layout as store attrs (so a store alone says its shape)."""
+    return {"L": layout.L, "steps": layout.steps, "save_every": layout.save_every,
+            "dt": layout.dt, "frame_vars": list(layout.frame_vars),
+            "frame_dtype": layout.frame_dtype}
+
+
+def read_attrs(path) -> dict[str, Any]:
+    """Attributes of the store at ``path`` (raises StoreError if it is not a cdwdata store)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for a missing/foreign path
+        raise StoreError(f"{path} is not a readable zarr store: {err}") from err
+    return dict(group.attrs)
+
+
+def check_resumable(path, expected: dict[str, Any]) -> None:
+    """Raise StoreError unless the store at ``path`` was made with the same settings."""
+    got = read_attrs(path)
+    for key in RESUME_KEYS:
+        if key in expected and json.dumps(got.get(key)) != json.dumps(expected[key]):
+            raise StoreError(
+                f"cannot resume {path}: it was made with {key}={got.get(key)!r}, "
+                f"this run asks for {key}={expected[key]!r}"
+            )
+    for dim, key in ((schema.T, "temperatures"), (schema.F_FILL, "fillings")):
+        if key in expected and list(got.get(key, [])) != list(expected[key]):
+            raise StoreError(
+                f"cannot resume {path}: its {dim} values are {got.get(key)}, "
+                f"this run asks for {expected[key]}"
+            )
+    if "runs" in expected and got.get("runs") != expected["runs"]:
+        raise StoreError(
+            f"cannot resume {path}: it holds {got.get('runs')} runs, this run asks for "
+            f"{expected['runs']}"
+        )
+
+
+class TrajectoryWriter:
+    """Chunk-aligned writes of frames and checkpoints of one store (one run per chunk)."""
+
+    def __init__(self, path) -> None:
+        import zarr
+
+        self.path = Path(path)
+        try:
+            self.group = zarr.open_group(str(path), mode="r+")
+        except Exception as err:
+            raise StoreError(f"cannot open {path} for writing: {err}") from err
+        attrs = dict(self.group.attrs)
+        self.frame_vars = tuple(attrs["frame_vars"])
+        self.save_every = int(attrs["save_every"])
+
+    def frames_done(self, it: int, jf: int) -> np.ndarray:
+        """Frames completely written for every run at (T index, f index), shape (R,)."""
+        return np.asarray(self.group[schema.FRAMES_DONE][it, jf, :])
+
+    def read_checkpoint(self, it: int, jf: int, run: int, frame: int) -> dict[str, np.ndarray]:
+        """Full state of ``run`` at ``frame`` from its checkpoint slot."""
+        slot = frame % 2
+        held = int(self.group[_ckpt("step")][it, jf, run, slot])
+        if held != frame * self.save_every:
+            raise StoreError(
+                f"{self.path}: checkpoint of run {run} holds step {held}, expected "
+                f"{frame * self.save_every}; the store is damaged, rerun with --overwrite"
+            )
+        return {name: np.asarray(self.group[_ckpt(name)][it, jf, run, slot])
+                for name in CKPT_VARS}
+
+    def write_frame(self, it: int, jf: int, runs: Sequence[int], frame: int,
+                    state: dict[str, np.ndarray]) -> None:
+        """Write frame ``frame`` of ``runs`` (state arrays (R, L, L)), then mark it done.
+
+        Order: frame variables, checkpoint slot, checkpoint step, frames_done.
+        """
+        g = self.group
+        runs = list(runs)
+        for r_i, run in enumerate(runs):
+            for name in self.frame_vars:
+                g[name][it, jf, run, frame] = state[name][r_i]
+            slot = frame % 2
+            for name in CKPT_VARS:
+                g[_ckpt(name)][it, jf, run, slot] = state[name][r_i]
+            g[_ckpt("step")][it, jf, run, slot] = frame * self.save_every
+            g[schema.FRAMES_DONE][it, jf, run] = frame + 1
+
+
+def open_dataset(path, **kwargs):
+    """Open any cdwdata store lazily as an xarray Dataset (checkpoint variables dropped)."""
+    import xarray as xr
+
+    if not Path(path).exists():
+        raise StoreError(f"{path} does not exist")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, **kwargs)
+    except Exception as err:
+        raise StoreError(f"{path} is not a readable zarr store: {err}") from err
+    drop = [v for v in ds.variables if str(v).startswith("ckpt_")] + (
+        [SLOT] if SLOT in ds.dims else [])
+    return ds.drop_vars([v for v in drop if v in ds.variables])
+
+
+def describe(path) -> str:
+    """Human-readable summary of a store: what it holds and how it was made."""
+    ds = open_dataset(path)
+    lines = [f"store: {path}"]
+    kind = ds.attrs.get("kind", "unknown")
+    lines.append(f"kind: {kind}")
+    dims = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
+    lines.append(f"dims: {dims}")
+    for name, var in ds.data_vars.items():
+        lines.append(f"  {name:12s} {var.dims} {var.dtype} {var.attrs.get('long_name', '')}")
+    if schema.FRAMES_DONE in ds:
+        done = ds[schema.FRAMES_DONE].values
+        total = ds.sizes.get(schema.STEP, 0)
+        lines.append(f"progress: {int((done >= total).sum())}/{done.size} runs complete, "
+                     f"{int(done.sum())}/{done.size * total} frames written")
+    for key in ("command", "created", "cdwdata_version", "forcefield", "model", "seed"):
+        if key in ds.attrs:
+            lines.append(f"{key}: {ds.attrs[key]}")
+    params = {k: ds.attrs[k] for k in ("t", "g", "k", "kappa", "mass", "gamma", "dt")
+              if k in ds.attrs}
+    if params:
+        lines.append("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    return "\n".join(lines)
