@@ -273,3 +273,75 @@ def describe(path) -> str:
     if params:
         lines.append("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
     return "\n".join(lines)
+
+
+# --- training sets ---------------------------------------------------------------------------
+
+SAMPLE_DONE = "sample_done"
+TRAINSET_VARS = (schema.Q, schema.FORCE, schema.N)
+
+
+def create_trainset(path, L: int, fillings, sources, runs, steps, T: float,
+                    attrs: dict[str, Any], overwrite: bool = False) -> None:
+    """Preallocate a training set with dims ``(f, sample, x, y)``.
+
+    ``sources``, ``runs``, ``steps`` (length n_samples) become coordinates on ``sample``;
+    ``sample_done (f, sample)`` marks samples whose Q, F and n are completely written.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(
+                f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    nf, ns = len(fillings), len(sources)
+    dims = (schema.F_FILL, schema.SAMPLE, schema.X, schema.Y)
+    data = {
+        name: xr.Variable(dims, da.full((nf, ns, L, L), np.nan, chunks=(1, 1, L, L)),
+                          attrs=schema.attrs(name))
+        for name in TRAINSET_VARS
+    }
+    data[SAMPLE_DONE] = xr.Variable(
+        (schema.F_FILL, schema.SAMPLE), da.zeros((nf, ns), dtype="int8", chunks=1),
+        attrs={"long_name": "sample completely written (resume marker)", "units": "1"})
+    coords = {
+        schema.F_FILL: (schema.F_FILL, np.asarray(fillings, float), schema.attrs(schema.F_FILL)),
+        schema.SAMPLE: (schema.SAMPLE, np.arange(ns), schema.attrs(schema.SAMPLE)),
+        schema.SOURCE: (schema.SAMPLE, np.asarray(sources, dtype=object), schema.attrs(schema.SOURCE)),
+        schema.RUN: (schema.SAMPLE, np.asarray(runs, dtype="int64"), schema.attrs(schema.RUN)),
+        schema.STEP: (schema.SAMPLE, np.asarray(steps, dtype="int64"), schema.attrs(schema.STEP)),
+        schema.T: ((), float(T), schema.attrs(schema.T)),
+        schema.X: (schema.X, np.arange(L), schema.attrs(schema.X)),
+        schema.Y: (schema.Y, np.arange(L), schema.attrs(schema.Y)),
+    }
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    try:
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False)
+    except OSError as err:
+        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+
+
+class TrainsetWriter:
+    """Chunk-aligned writes of training samples, each followed by its done marker."""
+
+    def __init__(self, path) -> None:
+        import zarr
+
+        self.path = Path(path)
+        try:
+            self.group = zarr.open_group(str(path), mode="r+")
+        except Exception as err:
+            raise StoreError(f"cannot open {path} for writing: {err}") from err
+
+    def done(self, jf: int) -> np.ndarray:
+        """Boolean mask of finished samples of filling index ``jf``."""
+        return np.asarray(self.group[SAMPLE_DONE][jf, :]).astype(bool)
+
+    def write_sample(self, jf: int, sample: int, arrays: dict[str, np.ndarray]) -> None:
+        for name in TRAINSET_VARS:
+            self.group[name][jf, sample] = arrays[name]
+        self.group[SAMPLE_DONE][jf, sample] = 1
