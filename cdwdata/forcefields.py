@@ -91,6 +91,13 @@ class EDForceField(ForceField):
     def evaluate(self, Q):
         from cdwdata import ed
 
+        import torch
+
+        if Q.device.type == "cpu":
+            # LAPACK through numpy: as fast as torch's and far more robust when the CPU is
+            # shared (torch's OpenMP threads degrade badly under load).
+            res = ed.solve(Q.detach().double().numpy(), self.T, self.f, self.params)
+            return (torch.from_numpy(res.F).to(Q.dtype), torch.from_numpy(res.n).to(Q.dtype))
         res = ed.solve(Q, self.T, self.f, self.params)
         return res.F.to(Q.dtype), res.n.to(Q.dtype)
 
