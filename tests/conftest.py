@@ -1,0 +1,67 @@
+"""Shared fixtures for the cdwdata test suite.
+
+Fixtures
+--------
+rng
+    A seeded ``numpy.random.Generator`` (fresh per test, so tests never share RNG state).
+params
+    The default :class:`cdwdata.HolsteinParams` (the CONTRACT table).
+backend
+    Parametrised over the ED backends ``"numpy"`` and ``"torch"`` (STYLE principle 8).
+
+Markers
+-------
+``@pytest.mark.requires_cuda`` skips a test when no CUDA GPU is present (the hook below
+adds the skip); ``requires_cuda`` is also exported as a ready-made ``skipif`` marker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cdwdata import HolsteinParams
+
+#: Seed of the ``rng`` fixture; change it to re-roll every randomised test at once.
+SEED = 20240611
+
+#: ED backends every solver test runs on.
+ED_BACKENDS = ("numpy", "torch")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+HAS_CUDA = _cuda_available()
+
+#: ``@requires_cuda`` on a test is the same as ``@pytest.mark.requires_cuda``.
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip tests marked ``requires_cuda`` when torch sees no GPU."""
+    if not HAS_CUDA and item.get_closest_marker("requires_cuda") is not None:
+        pytest.skip("needs a CUDA GPU")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """Seeded numpy random generator, fresh for every test."""
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def params() -> HolsteinParams:
+    """Default model parameters (CONTRACT.md section 1)."""
+    return HolsteinParams()
+
+
+@pytest.fixture(params=ED_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """ED backend name: ``"numpy"`` or ``"torch"``."""
+    return request.param
