@@ -52,18 +52,6 @@ def _kinetic(state, p: HolsteinParams) -> np.ndarray:
     return dyn.kinetic_energy(state, p).numpy()
 
 
-#: Core bugs found by this suite (details in the messages of the xfail marks).
-ED_TORCH_T0_BUG = (
-    "ed._occupations at T=0 builds occ as float32 on the torch backend (bool * 1.0), so "
-    "ed.solve's float64 @ float32 matmul raises RuntimeError for torch/CUDA input"
-)
-ED_BATCH_MU_BUG = (
-    "ed._chemical_potential stops bisecting only when *all* batch members have converged, "
-    "so a member's mu (and n, F) depends on the other members at the ulp level and an "
-    "ED-Langevin run is not bit-identical batched vs alone"
-)
-
-
 def _same_state(a, b) -> bool:
     return (
         all(torch.equal(getattr(a, name), getattr(b, name)) for name in ("Q", "v", "F", "n"))
@@ -290,7 +278,6 @@ def test_ed_force_field_at_zero_electron_temperature_drives_dynamics():
 
 
 @pytest.mark.requires_cuda
-@pytest.mark.xfail(strict=True, reason=ED_TORCH_T0_BUG)
 def test_ed_force_field_at_zero_electron_temperature_on_gpu():
     p = HolsteinParams()
     ff = EDForceField(0.0, 0.5, p, device="cuda")
@@ -344,7 +331,7 @@ def test_different_keys_give_different_trajectories():
 
 @pytest.mark.parametrize("which", [
     "harmonic",
-    pytest.param("ed", marks=pytest.mark.xfail(strict=True, reason=ED_BATCH_MU_BUG)),
+    "ed",
 ])
 def test_batched_runs_equal_each_run_alone(which):
     make, L, n_steps = SETUPS[which]

@@ -16,20 +16,6 @@ from scipy.special import expit
 
 from cdwdata import HolsteinParams, Lattice, ed
 
-#: Known core bug (see the suite's report): at T = 0 the torch backend builds the level
-#: occupations from boolean masks times ``1.0``, which torch types as float32; the following
-#: float64 @ float32 matmul in ``ed.solve`` raises "expected scalar type Double but found Float".
-TORCH_T0_BUG = (
-    "ed._occupations at T=0 builds occ as float32 on the torch backend (bool * 1.0), so "
-    "ed.solve's float64 @ float32 matmul raises RuntimeError"
-)
-
-
-def _xfail_torch_t0(request, backend: str, T: float) -> None:
-    if backend == "torch" and T == 0:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=TORCH_T0_BUG))
-
-
 def _cdw(L: int, rng, amp: float = 0.8, noise: float = 0.2) -> np.ndarray:
     """Checkerboard distortion plus noise: a configuration with a large gap at f = 1/2."""
     return amp * Lattice(L).sign + noise * rng.normal(size=(L, L))
@@ -115,7 +101,6 @@ def test_sum_rule_at_extreme_fillings_and_temperatures(T, f, backend, params, rn
 
 @pytest.mark.parametrize(("L", "f"), [(4, 0.5), (4, 0.25), (6, 1 / 3), (6, 0.5), (8, 0.375)])
 def test_sum_rule_at_T0(L, f, backend, params, rng, request):
-    _xfail_torch_t0(request, backend, 0.0)
     Q = rng.normal(0.0, 1.0, (2, L, L))
     n = np.asarray(ed.density(Q, 0.0, f, params, backend=backend))
     assert np.allclose(n.sum((-2, -1)), f * L * L, rtol=0, atol=1e-10)
@@ -137,7 +122,6 @@ def test_particle_hole_symmetry_at_half_filling(T, backend, params, rng, request
     n_i(-Q) = sum_m |psi_m(i)|^2 (1 - occ_m(Q)) = 1 - n_i(Q) by completeness.  At T = 0
     the equal sharing of a degenerate Fermi shell is symmetric too.
     """
-    _xfail_torch_t0(request, backend, T)
     Q = rng.normal(0.0, 1.0, (2, 6, 6))
     n_plus = np.asarray(ed.density(Q, T, 0.5, params, backend=backend))
     n_minus = np.asarray(ed.density(-Q, T, 0.5, params, backend=backend))
@@ -174,7 +158,6 @@ def test_free_electrons_at_T0_share_a_degenerate_shell_equally(n_el, backend, rn
     When round(f N) ends inside a shell, the eigenvectors of that shell are arbitrary; only
     equal sharing gives a basis-independent, translation-invariant (uniform) density.
     """
-    _xfail_torch_t0(request, backend, 0.0)
     p = HolsteinParams(g=0.0)
     N = 16
     f = (n_el + 0.2) / N  # round(f N) = n_el, but f != n_el / N
@@ -227,7 +210,6 @@ def test_atomic_limit_at_T0_fills_the_deepest_sites(rng):
 @pytest.mark.parametrize("T", [0.0, 0.1])
 @pytest.mark.parametrize("shift", [(1, 0), (2, 3), (5, 5)])
 def test_density_is_translation_covariant(shift, T, backend, params, rng, request):
-    _xfail_torch_t0(request, backend, T)
     Q = rng.normal(0.0, 1.0, (6, 6))
     n = np.asarray(ed.density(Q, T, 0.4, params, backend=backend))
     n_shifted = np.asarray(ed.density(Lattice.translate(Q, *shift), T, 0.4, params,
@@ -238,7 +220,6 @@ def test_density_is_translation_covariant(shift, T, backend, params, rng, reques
 @pytest.mark.parametrize("T", [0.0, 0.1])
 @pytest.mark.parametrize("center", [(0, 0), (2, 5), (3, 1)])
 def test_density_and_forces_are_d4_covariant(center, T, backend, params, rng, request):
-    _xfail_torch_t0(request, backend, T)
     lat = Lattice(6)
     Q = rng.normal(0.0, 1.0, (6, 6))
     res = ed.solve(Q, T, 0.4, params, backend=backend)
@@ -257,7 +238,6 @@ def test_density_and_forces_are_d4_covariant(center, T, backend, params, rng, re
 @pytest.mark.parametrize("T", [0.0, 0.02, 0.3])
 @pytest.mark.parametrize("f", [0.5, 0.3])
 def test_numpy_and_torch_backends_agree(T, f, params, rng, request):
-    _xfail_torch_t0(request, "torch", T)
     Q = rng.normal(0.0, 1.0, (3, 6, 6))
     a = ed.solve(Q, T, f, params, backend="numpy")
     b = ed.solve(Q, T, f, params, backend="torch")
@@ -270,7 +250,6 @@ def test_numpy_and_torch_backends_agree(T, f, params, rng, request):
 
 @pytest.mark.parametrize("T", [0.0, 0.1])
 def test_torch_tensor_input_returns_torch_tensors(T, params, rng, request):
-    _xfail_torch_t0(request, "torch", T)
     Q = rng.normal(0.0, 1.0, (2, 4, 4))
     res = ed.solve(torch.from_numpy(Q), T, 0.4, params)
     ref = ed.solve(Q, T, 0.4, params)
@@ -307,7 +286,6 @@ def test_cuda_tensor_input_stays_on_gpu_and_agrees(params, rng):
 
 @pytest.mark.parametrize("T", [0.0, 0.1])
 def test_batch_equals_loop_over_members(T, backend, params, rng, request):
-    _xfail_torch_t0(request, backend, T)
     Q = rng.normal(0.0, 1.0, (2, 3, 4, 4))
     res = ed.solve(Q, T, 0.4, params, backend=backend)
     assert np.shape(res.n) == (2, 3, 4, 4) and np.shape(res.mu) == (2, 3)
@@ -322,13 +300,8 @@ def test_batch_equals_loop_over_members(T, backend, params, rng, request):
 #: Known core bug: the bisection for mu exits when *every* member of the batch has converged,
 #: so members that converged early keep bisecting; mu, n and F of one configuration then
 #: depend (at the ulp level) on which other configurations share the batch.
-BATCH_MU_BUG = (
-    "ed._chemical_potential breaks out of the bisection only when all batch members have "
-    "converged, so a member's mu differs by ulps from its value when solved alone"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=BATCH_MU_BUG)
 def test_batch_members_are_bit_identical_to_solo_solves(backend, params, rng):
     """Bit-identity is what makes ED-Langevin runs independent of how runs are batched."""
     Q = rng.normal(0.0, 1.5, (12, 4, 4))
