@@ -16,6 +16,7 @@ from scipy.special import expit
 
 from cdwdata import HolsteinParams, Lattice, ed
 
+
 def _cdw(L: int, rng, amp: float = 0.8, noise: float = 0.2) -> np.ndarray:
     """Checkerboard distortion plus noise: a configuration with a large gap at f = 1/2."""
     return amp * Lattice(L).sign + noise * rng.normal(size=(L, L))
