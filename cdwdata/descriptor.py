@@ -96,6 +96,11 @@ features jump (never diverge) where T changes:
 * **Zero-amplitude IRs** are harmless: features are coefficients, not phases ``f / |f|``,
   so there is no 0/0 anywhere.
 
+Autograd works through the descriptor (features are piecewise linear, so their gradient is
+the piecewise-constant coefficient map). An energy model ``E = sum_i e(G_i)`` inherits the
+jumps above (an energy step where a frame switches, which ``-dE/dQ`` does not see); a
+direct-force model (the paper's) only needs the features to be invariant.
+
 Exactly on a boundary, T is the lexicographic maximum over the eight D4 images of the key
 sequence ``(T D)_x, (T D)_y, (T D2)_x, (T D2)_y, chi_B1(T) R_B1, chi_B2(T) R_B2,
 chi_A2(T) R_A2``, then every doublet and every one-dimensional coefficient in feature order.

@@ -447,6 +447,20 @@ def test_descriptor_module_composes_with_mlp_and_backprops(rng):
     assert {"ir_matrix", "dipole", "chars"} <= set(names)
 
 
+def test_autograd_matches_finite_differences(rng):
+    """Energy-type models differentiate through the descriptor: check d(w.G)/dQ."""
+    Q = torch.from_numpy(rng.normal(size=(1, 8, 8))).requires_grad_(True)
+    W = torch.from_numpy(rng.normal(size=(1, 8, 8, 45)))
+    (grad,) = torch.autograd.grad((W * dsc.features_torch(Q)).sum(), Q)
+    h = 1e-6
+    with torch.no_grad():
+        for _ in range(3):
+            v = torch.from_numpy(rng.normal(size=(1, 8, 8)))
+            fd = ((W * dsc.features_torch(Q + h * v)).sum()
+                  - (W * dsc.features_torch(Q - h * v)).sum()) / (2 * h)
+            assert float(fd) == pytest.approx(float((grad * v).sum()), rel=1e-6, abs=1e-8)
+
+
 @pytest.mark.requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_cpu(rng, dtype):
