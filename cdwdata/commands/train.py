@@ -1,0 +1,53 @@
+"""``cdw train``: train an ML force field on an ED training set and write model + card."""
+
+from __future__ import annotations
+
+from cdwdata.commands import command_line
+
+
+def configure(p) -> None:
+    p.add_argument("--data", required=True, help="ED training store (cdw ed-dataset output)")
+    p.add_argument("--f", type=float, required=True, help="filling fraction to train on")
+    p.add_argument("--out", required=True,
+                   help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
+                        "name (written to the shipped-models folder cdwdata/ml/models)")
+    p.add_argument("--kind", choices=("force", "energy"), default="force",
+                   help="direct force model (paper, default) or Behler-Parrinello energy model")
+    p.add_argument("--epochs", type=int, default=500, help="maximum epochs (default 500)")
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="sites per minibatch (default 1024)")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument("--schedule", choices=("plateau", "cosine", "none"), default="plateau",
+                   help="learning-rate schedule (default plateau)")
+    p.add_argument("--patience", type=int, default=30,
+                   help="early stopping: epochs without a better validation RMSE")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1,
+                   help="fraction of quench snapshots held out for the final report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest on a "
+                        "loaded machine)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from cdwdata.ml.train import train
+
+    res = train(args.data, f=args.f, out=args.out, kind=args.kind, epochs=args.epochs,
+                batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction, device=args.device,
+                progress=not args.no_progress, overwrite=args.overwrite, threads=args.threads,
+                command=command_line())
+    m = res["metrics"]
+    print(f"wrote {res['path']}.safetensors and {res['path']}.json")
+    print(f"epochs: {res['epochs_run']} (best {res['best_epoch']}), "
+          f"{res['time_per_epoch_s']:.3g} s/epoch, {res['sites_per_s']:.4g} sites/s")
+    for split in ("train", "val", "test"):
+        if m[split].get("n_sites"):
+            print(f"{split:5s} RMSE {m[split]['rmse']:.4g}  MAE {m[split]['mae']:.4g}  "
+                  f"max {m[split]['max_abs']:.4g}  ({m[split]['n_snapshots']} snapshots)")
+    return 0

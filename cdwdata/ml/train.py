@@ -1,0 +1,498 @@
+"""Training of the ML force field on an ED training set (paper section III, appendix B).
+
+Pipeline: read one filling of a training store (:mod:`cdwdata.trainset` layout, dims
+``(f, sample, x, y)``) -> split whole snapshots into train / validation / test (deterministic
+in ``seed``; the test split holds quench snapshots only, whole quench runs when there are at
+least three) -> compute the descriptor features once (float32, in memory) -> set the
+normalisation buffers from the training split -> Adam on the force MSE (eq. B1) with a
+learning-rate schedule and early stopping on the validation RMSE -> keep the best epoch ->
+write ``<out>.safetensors`` + ``<out>.json`` (model card) and return the metrics.
+
+Differences from the paper, on purpose: minibatches of ``batch_size`` sites (default 1024)
+instead of single sites, a learning-rate schedule and early stopping instead of a fixed 500
+epochs; the loss is the same MSE of the total force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cdwdata import schema
+from cdwdata._version import __version__
+from cdwdata.errors import InputError, ModelError
+from cdwdata.ml import modelfile
+from cdwdata.ml.model import HIDDEN, KINDS, ForceModel
+from cdwdata.params import HolsteinParams, check_filling
+
+#: Learning-rate schedules understood by :func:`train`.
+SCHEDULES = ("plateau", "cosine", "none")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """One filling of a training set, loaded into memory.
+
+    Attributes
+    ----------
+    Q, F, n : ndarray (S, L, L) float64
+        Configurations, ED total forces and densities of the S complete samples.
+    sample : ndarray (S,) int
+        Sample index in the store (``sample`` coordinate).
+    source : ndarray (S,) str
+        ``"random"`` or ``"quench"``.
+    run, step : ndarray (S,) int
+    f : float
+    params : HolsteinParams
+    electron_T : float or None
+    path : str or None
+        Absolute path of the store (None for an in-memory dataset).
+    attrs : dict
+        Store attrs.
+    """
+
+    Q: np.ndarray
+    F: np.ndarray
+    n: np.ndarray
+    sample: np.ndarray
+    source: np.ndarray
+    run: np.ndarray
+    step: np.ndarray
+    f: float
+    params: HolsteinParams
+    electron_T: float | None
+    path: str | None
+    attrs: dict
+
+    @property
+    def L(self) -> int:
+        return int(self.Q.shape[-1])
+
+    def sha256(self) -> str:
+        """Content hash of Q and F (see :func:`cdwdata.ml.modelfile.dataset_hash`)."""
+        return modelfile.dataset_hash(self.Q, self.F)
+
+
+def _select_filling(ds, f: float):
+    fs = np.atleast_1d(np.asarray(ds[schema.F_FILL].values, dtype=float))
+    hits = np.flatnonzero(np.isclose(fs, f, rtol=0.0, atol=1e-9))
+    if hits.size == 0:
+        raise InputError(f"f={f} is not in the training set (it has f = "
+                         f"{', '.join(f'{x:g}' for x in fs)})")
+    return int(hits[0])
+
+
+def load_trainset(data: Any, f: float) -> TrainData:
+    """Read filling ``f`` of a training store (path) or an ``xarray.Dataset``.
+
+    Only completely written samples (``sample_done == 1``) are used. Raises InputError if
+    the filling is absent, nothing is complete, or values are non-finite.
+    """
+    import xarray as xr
+
+    from cdwdata import store
+
+    f = check_filling(f)
+    path = None
+    if isinstance(data, xr.Dataset):
+        ds = data
+    else:
+        path = str(Path(data).resolve())
+        ds = store.open_dataset(data)
+    for name in (schema.Q, schema.FORCE):
+        if name not in ds:
+            raise InputError(f"{path or 'dataset'} has no variable {name!r}: not a training set")
+    if schema.F_FILL in ds[schema.Q].dims:
+        ds = ds.isel({schema.F_FILL: _select_filling(ds, f)})
+    elif schema.F_FILL in ds.coords and not math.isclose(float(ds[schema.F_FILL]), f,
+                                                         abs_tol=1e-9):
+        raise InputError(f"f={f} is not in the training set (it has f = "
+                         f"{float(ds[schema.F_FILL]):g})")
+    Q = np.asarray(ds[schema.Q].transpose(schema.SAMPLE, schema.X, schema.Y).values, float)
+    F = np.asarray(ds[schema.FORCE].transpose(schema.SAMPLE, schema.X, schema.Y).values, float)
+    n = (np.asarray(ds[schema.N].transpose(schema.SAMPLE, schema.X, schema.Y).values, float)
+         if schema.N in ds else np.full_like(Q, np.nan))
+    S = Q.shape[0]
+    done = (np.asarray(ds["sample_done"].values).astype(bool) if "sample_done" in ds
+            else np.ones(S, bool))
+    done &= np.isfinite(Q).all((-2, -1)) & np.isfinite(F).all((-2, -1))
+    if not done.any():
+        raise InputError(f"{path or 'dataset'} has no complete sample for f={f}")
+
+    def coord(name, default):
+        return np.asarray(ds[name].values) if name in ds.coords else default
+
+    sample = coord(schema.SAMPLE, np.arange(S)).astype(int)
+    # zarr v3 may hand back numpy StringDType, which does not cast to "<U": go via str()
+    source = np.array([str(s) for s in coord(schema.SOURCE, ["random"] * S)])
+    run = coord(schema.RUN, np.zeros(S, int)).astype(int)
+    step = coord(schema.STEP, np.full(S, -1)).astype(int)
+    attrs = dict(ds.attrs)
+    params = HolsteinParams.from_dict(attrs)
+    T = attrs.get("electron_T")
+    if T is None and schema.T in ds.coords and ds[schema.T].size == 1:
+        T = float(ds[schema.T])
+    return TrainData(Q=Q[done], F=F[done], n=n[done], sample=sample[done],
+                     source=source[done], run=run[done], step=step[done], f=f, params=params,
+                     electron_T=None if T is None else float(T), path=path, attrs=attrs)
+
+
+def split_samples(source: np.ndarray, run: np.ndarray, seed: int = 0,
+                  val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict:
+    """Deterministic split of whole snapshots into train / val / test positions.
+
+    The test split takes ``round(test_fraction * n_quench)`` quench snapshots (at least one
+    when there are two or more and ``test_fraction > 0``); with three or more quench runs it
+    takes whole runs (snapshots of one trajectory are correlated). The validation split takes
+    ``max(1, round(val_fraction * rest))`` of the remaining snapshots of any source.
+
+    Returns
+    -------
+    dict with ``train``, ``val``, ``test`` (sorted position arrays) and ``test_by``
+    (``"run"`` or ``"snapshot"``).
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1):
+        raise InputError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each "
+                         "must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    S = len(source)
+    quench = np.flatnonzero(source == "quench")
+    n_test = round(test_fraction * len(quench))
+    if test_fraction > 0 and len(quench) >= 2:
+        n_test = max(n_test, 1)
+    runs = np.unique(run[quench])
+    test: list[int] = []
+    test_by = "snapshot"
+    if n_test and len(runs) >= 3:
+        test_by = "run"
+        for r in rng.permutation(runs):
+            if len(test) >= n_test:
+                break
+            test.extend(quench[run[quench] == r].tolist())
+    elif n_test:
+        test = rng.permutation(quench)[:n_test].tolist()
+    rest = np.setdiff1d(np.arange(S), test)
+    n_val = max(1, round(val_fraction * len(rest))) if len(rest) >= 2 else 0
+    val = rng.permutation(rest)[:n_val]
+    train = np.setdiff1d(rest, val)
+    if train.size == 0:
+        raise InputError(f"only {S} snapshot(s): nothing left to train on after the split")
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(np.asarray(test, int)),
+            "test_by": test_by}
+
+
+def errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, max |error|, mean and std of ``pred - true`` and the number of sites."""
+    d = np.asarray(pred, float) - np.asarray(true, float)
+    if d.size == 0:
+        return {"n_sites": 0}
+    return {"rmse": float(np.sqrt(np.mean(d * d))), "mae": float(np.mean(np.abs(d))),
+            "max_abs": float(np.max(np.abs(d))), "mean": float(d.mean()),
+            "std": float(d.std()), "n_sites": int(d.size)}
+
+
+def compute_features(model: ForceModel, Q: np.ndarray, chunk: int = 32,
+                     device: Any = "cpu") -> torch.Tensor:
+    """Descriptor features of configurations ``(S, L, L)`` -> float32 ``(S, L, L, n_feat)``."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(Q), chunk):
+            q = torch.as_tensor(Q[i:i + chunk], dtype=torch.float32, device=device)
+            out.append(model.features(q).float())
+    return torch.cat(out)
+
+
+def output_path(out: str | os.PathLike) -> Path:
+    """Where ``out`` is written: a bare name goes to the shipped-models folder."""
+    from cdwdata.ml.forcefield import MODELS_DIR
+
+    s = str(out)
+    p = modelfile.stem(s)
+    if os.sep not in s and "/" not in s and not s.endswith((modelfile.CARD_SUFFIX,
+                                                             modelfile.WEIGHTS_SUFFIX)):
+        return MODELS_DIR / p.name
+    return p
+
+
+def _predict_sites(model: ForceModel, G: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.head(G[i:i + chunk]) for i in range(0, len(G), chunk)]) \
+            if len(G) else G.new_zeros(0)
+
+
+def _predict_snapshots(model: ForceModel, Q: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(Q[i:i + chunk]) for i in range(0, len(Q), chunk)]) \
+            if len(Q) else Q.new_zeros(Q.shape)
+
+
+def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
+          epochs: int = 500, batch_size: int = 1024, lr: float = 1e-3,
+          schedule: str = "plateau", patience: int = 30, lr_patience: int = 8,
+          lr_factor: float = 0.5, seed: int = 0, val_fraction: float = 0.1,
+          test_fraction: float = 0.1, device: Any = None, hidden=HIDDEN,
+          progress: bool = True, overwrite: bool = False, name: str | None = None,
+          threads: int | None = None, command: str | None = None) -> dict[str, Any]:
+    """Train an ML force field on filling ``f`` of a training set and save it.
+
+    Parameters
+    ----------
+    data : path or xarray.Dataset
+        Training set (:mod:`cdwdata.trainset` layout).
+    f : float
+        Filling to train on.
+    out : path or name
+        Output model (``<out>.safetensors`` + ``<out>.json``); a bare name (no directory,
+        no suffix) is written to the shipped-models folder ``cdwdata/ml/models``.
+    kind : {"force", "energy"}
+        Direct force model (paper) or Behler-Parrinello energy model.
+    epochs : int
+        Maximum number of epochs (paper: 500).
+    batch_size : int
+        Sites per minibatch (kind "energy": rounded to whole snapshots, at least one).
+    lr : float
+        Initial Adam learning rate (paper: 1e-3).
+    schedule : {"plateau", "cosine", "none"}
+        ReduceLROnPlateau on the validation RMSE (factor ``lr_factor``, patience
+        ``lr_patience``), cosine annealing to ``lr/1000`` over ``epochs``, or constant.
+    patience : int
+        Early stopping: stop after this many epochs without a better validation RMSE.
+    seed : int
+        Seeds the split, the weight initialisation and the minibatch order.
+    val_fraction, test_fraction : float
+        Fractions of snapshots held out (see :func:`split_samples`).
+    device : str, optional
+        ``"cpu"`` (default) or ``"cuda"``.
+    progress : bool
+        Show a tqdm progress bar over epochs.
+    overwrite : bool
+        Replace an existing model at ``out``.
+    name : str, optional
+        Model name in the card (default: the file stem of ``out``).
+    threads : int, optional
+        torch CPU threads while training (restored afterwards). On a shared, loaded machine
+        one thread can be several times faster than torch's default.
+    command : str, optional
+        Command line recorded in the card.
+
+    Returns
+    -------
+    dict with ``name``, ``path`` (model stem), ``card``, ``metrics`` (``train``, ``val``,
+    ``test``: rmse/mae/max_abs/...), ``epochs_run``, ``best_epoch``, ``time_s``,
+    ``time_per_epoch_s`` and ``sites_per_s`` (training throughput).
+    """
+    if kind not in KINDS:
+        raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule={schedule!r}: use one of {SCHEDULES}")
+    if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
+        raise InputError(f"epochs={epochs}, batch_size={batch_size}, lr={lr}: each must be > 0")
+    with torch_threads(threads):
+        return _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience,
+                      lr_patience, lr_factor, seed, val_fraction, test_fraction, device, hidden,
+                      progress, overwrite, name, command)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``torch.set_num_threads(n)`` (no change for None), then restore."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_patience,
+           lr_factor, seed, val_fraction, test_fraction, device, hidden, progress, overwrite,
+           name, command):
+    from cdwdata.ml.forcefield import _device
+
+    dev = _device(device)
+    out_stem = output_path(out)
+    name = name or out_stem.name
+    if not overwrite and modelfile.exists(out_stem):
+        raise ModelError(f"{out_stem} already exists: choose another --out or overwrite it")
+    t_start = time.perf_counter()
+    td = load_trainset(data, f)
+    split = split_samples(td.source, td.run, seed, val_fraction, test_fraction)
+    L = td.L
+    torch.manual_seed(seed)
+    model = ForceModel(kind=kind, hidden=hidden).to(dev)
+    G = compute_features(model, td.Q, device=dev)  # (S, L, L, nf) float32
+    nf = G.shape[-1]
+    tr, va, te = (torch.as_tensor(split[k], dtype=torch.long, device=dev)
+                  for k in ("train", "val", "test"))
+    F_all = torch.as_tensor(td.F, dtype=torch.float32, device=dev)
+    G_tr = G[tr].reshape(-1, nf)
+    F_tr = F_all[tr].reshape(-1)
+    model.input_norm.set(G_tr.double().mean(0), G_tr.double().std(0))
+    model.output_norm.set(F_tr.double().mean(), F_tr.double().std())
+    f_std = float(model.output_norm.std)
+    X_tr = model.input_norm(G_tr)  # pre-normalised once
+    y_tr = model.output_norm(F_tr.unsqueeze(-1)).squeeze(-1)
+    n_train_sites = int(G_tr.shape[0])
+    del G_tr, F_tr
+    Q_all = torch.as_tensor(td.Q, dtype=torch.float32, device=dev)
+    feature_time = time.perf_counter() - t_start
+
+    opt = torch.optim.Adam(model.mlp.parameters(), lr=lr)
+    if schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=lr_factor, patience=lr_patience, min_lr=lr * 1e-3)
+    elif schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(epochs),
+                                                           eta_min=lr * 1e-3)
+    else:
+        sched = None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    snaps_per_batch = max(1, int(batch_size) // (L * L))
+
+    def val_rmse() -> float:
+        model.eval()
+        if len(va) == 0:
+            return float("nan")
+        if kind == "force":
+            pred = _predict_sites(model, G[va].reshape(-1, nf))
+        else:
+            pred = _predict_snapshots(model, Q_all[va]).reshape(-1)
+        model.train()
+        d = pred.double() - F_all[va].reshape(-1).double()
+        return float(torch.sqrt((d * d).mean()))
+
+    history: list[dict[str, float]] = []
+    best, best_epoch, best_state, bad = math.inf, 0, None, 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(1, int(epochs) + 1), desc=f"train {name}", unit="epoch",
+               disable=not progress, leave=False)
+    model.train()
+    for epoch in bar:
+        t0 = time.perf_counter()
+        total, count = 0.0, 0
+        if kind == "force":
+            perm = torch.randperm(n_train_sites, generator=gen).to(dev)
+            for i in range(0, n_train_sites, int(batch_size)):
+                idx = perm[i:i + int(batch_size)]
+                pred = model.mlp(X_tr[idx]).squeeze(-1)
+                loss = torch.mean((pred - y_tr[idx]) ** 2)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+        else:
+            perm = tr[torch.randperm(len(tr), generator=gen).to(dev)]
+            for i in range(0, len(perm), snaps_per_batch):
+                idx = perm[i:i + snaps_per_batch]
+                pred = model(Q_all[idx])
+                loss = torch.mean(((pred - F_all[idx]) / f_std) ** 2)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * idx.numel() * L * L
+                count += idx.numel() * L * L
+        train_rmse = math.sqrt(total / count) * f_std
+        v = val_rmse()
+        monitor = v if math.isfinite(v) else train_rmse
+        if schedule == "plateau":
+            sched.step(monitor)
+        elif sched is not None:
+            sched.step()
+        dt = time.perf_counter() - t0
+        rec = {"epoch": epoch, "train_rmse": train_rmse, "val_rmse": v,
+               "lr": opt.param_groups[0]["lr"], "time_s": dt}
+        history.append(rec)
+        bar.set_postfix(train=f"{train_rmse:.4f}", val=f"{v:.4f}", s_per_epoch=f"{dt:.2f}")
+        if monitor < best * (1 - 1e-4):
+            best, best_epoch, bad = monitor, epoch, 0
+            best_state = copy.deepcopy(model.weights())
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_weights(best_state)
+    model.eval()
+    train_time = sum(h["time_s"] for h in history)
+
+    metrics = {}
+    for key, pos in (("train", tr), ("val", va), ("test", te)):
+        if len(pos) == 0:
+            metrics[key] = {"n_sites": 0, "n_snapshots": 0}
+            continue
+        if kind == "force":
+            pred = _predict_sites(model, G[pos].reshape(-1, nf))
+        else:
+            pred = _predict_snapshots(model, Q_all[pos]).reshape(-1)
+        m = errors(pred.double().cpu().numpy(), td.F[split[key]].reshape(-1))
+        m["n_snapshots"] = len(pos)
+        metrics[key] = m
+
+    counts = {s: int((td.source == s).sum()) for s in np.unique(td.source)}
+    per_epoch = train_time / len(history)
+    card = {
+        "name": name,
+        "description": (f"{'direct-force' if kind == 'force' else 'Behler-Parrinello energy'} "
+                        f"ML force field of the Holstein model at filling f={td.f:g} "
+                        "(Cheng et al., section III / appendix B)"),
+        "params": td.params.to_dict(),
+        "filling": td.f,
+        "electron_T": td.electron_T,
+        "electron_temperatures": [] if td.electron_T is None else [td.electron_T],
+        "data_sources": counts,
+        "descriptor": {"module": "cdwdata.descriptor", "r_cut": model.r_cut,
+                       "n_features": model.n_features},
+        "trainset": {"path": td.path, "sha256": td.sha256(), "L": L, "n_samples": len(td.Q),
+                     "sources": counts, "created": td.attrs.get("created"),
+                     "command": td.attrs.get("command"),
+                     "cdwdata_version": td.attrs.get("cdwdata_version")},
+        "split": {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                  "test_by": split["test_by"], "unit": "whole snapshots (sample index)",
+                  **{k: td.sample[split[k]].tolist() for k in ("train", "val", "test")}},
+        "training": {
+            "epochs": int(epochs), "epochs_run": len(history), "best_epoch": best_epoch,
+            "stopped_early": len(history) < int(epochs), "patience": patience,
+            "batch_size": int(batch_size),
+            "batch_unit": ("sites" if kind == "force"
+                           else f"sites, as whole snapshots ({snaps_per_batch} per batch)"),
+            "optimizer": "Adam", "lr": lr,
+            "lr_schedule": {"kind": schedule, "factor": lr_factor, "patience": lr_patience,
+                            "min_lr": lr * 1e-3} if schedule == "plateau" else
+                           {"kind": schedule, "min_lr": lr * 1e-3} if schedule == "cosine" else
+                           {"kind": "none"},
+            "loss": "MSE of the total force per site (in units of the force std)",
+            "seed": seed, "device": str(dev), "dtype": "float32",
+            "torch_threads": torch.get_num_threads(),
+            "feature_time_s": feature_time, "time_s": train_time,
+            "time_per_epoch_s": per_epoch,
+            "sites_per_s": (n_train_sites / per_epoch) if kind == "force"
+            else len(tr) * L * L / per_epoch,
+            "n_train_sites": n_train_sites,
+            "history": history,
+        },
+        "metrics": metrics,
+        "normalisation": {"force_mean": float(model.output_norm.mean),
+                          "force_std": f_std},
+        "code_version": __version__,
+        "torch_version": torch.__version__,
+        "command": command,
+    }
+    written = modelfile.save(model.cpu(), out_stem, card, overwrite=overwrite)
+    return {"name": name, "path": str(out_stem), "card": written, "metrics": metrics,
+            "epochs_run": len(history), "best_epoch": best_epoch, "time_s": train_time,
+            "time_per_epoch_s": per_epoch, "sites_per_s": written["training"]["sites_per_s"]}

@@ -1,0 +1,202 @@
+"""Validation of an ML force field on held-out ED quench snapshots (paper Fig. 2).
+
+The snapshots are the test split listed in the model card when the store is the model's
+training set (same content hash), otherwise every quench snapshot of the store. Output:
+a JSON report (RMSE, MAE, max error, error mean and std ``sigma`` of the force, the same for
+the density), a parity plot ``F_ML`` vs ``F_exact`` and a histogram of
+``delta = F_ML - F_exact``, as PNG files (matplotlib, Agg canvas; no pyplot state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdwdata._version import __version__
+from cdwdata.errors import InputError, ModelError
+from cdwdata.ml import modelfile
+from cdwdata.ml.train import TrainData, errors, load_trainset
+
+#: Points drawn in a parity plot at most (a random, seeded subset beyond that).
+MAX_SCATTER = 200_000
+
+
+def _as_forcefield(model: Any, device: Any = None):
+    from cdwdata.ml.forcefield import MLForceField, load_model
+
+    if isinstance(model, MLForceField):
+        return model
+    return load_model(model, device=device)
+
+
+def select_test(ff, td: TrainData, all_quench: bool = False) -> tuple[np.ndarray, str]:
+    """Positions in ``td`` to validate on, and a phrase saying which they are."""
+    trainset = ff.card.get("trainset", {})
+    same = trainset.get("sha256") == td.sha256()
+    if same and not all_quench:
+        ids = set(ff.card.get("split", {}).get("test", []))
+        pos = np.flatnonzero(np.isin(td.sample, sorted(ids)))
+        if pos.size == 0:
+            raise InputError(f"model {ff.name!r} lists no test snapshots of this store; pass a "
+                             "separate ED store of quench snapshots")
+        return pos, "test split of the model card"
+    pos = np.flatnonzero(td.source == "quench")
+    if pos.size == 0:
+        raise InputError(f"{td.path or 'the dataset'} has no quench snapshots for f={td.f:g} "
+                         "to validate on")
+    what = "all quench snapshots of the store"
+    if same:
+        what += " (includes snapshots the model was trained on)"
+    elif td.path is not None and trainset.get("path") == td.path:
+        what += (" (WARNING: this is the model's training store but its content changed; "
+                 "some snapshots may have been trained on)")
+    return pos, what
+
+
+def _predict(ff, Q: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    F, n = [], []
+    for i in range(0, len(Q), chunk):
+        Fi = ff.forces(Q[i:i + chunk])
+        F.append(Fi)
+        if ff.params.g != 0:
+            from cdwdata.ed import elastic_force
+
+            n.append((Fi - elastic_force(Q[i:i + chunk], ff.params)) / ff.params.g + 0.5)
+        else:
+            n.append(np.full_like(Fi, ff.f))
+    return np.concatenate(F), np.concatenate(n)
+
+
+def _check_compatible(ff, td: TrainData) -> None:
+    if not ff.params.matches(td.params):
+        raise ModelError(f"model {ff.name!r} was trained for {ff.params}, the store holds "
+                         f"{td.params}")
+    if (ff.electron_T is not None and td.electron_T is not None
+            and not math.isclose(ff.electron_T, td.electron_T, rel_tol=1e-9, abs_tol=1e-12)):
+        raise ModelError(f"model {ff.name!r} was trained on ED labels at T={ff.electron_T}, "
+                         f"the store's labels are at T={td.electron_T}")
+
+
+def _entry(ff, F_ml, n_ml, td: TrainData, pos) -> dict[str, Any]:
+    F_ex = td.F[pos]
+    out = {"model": ff.name, "kind": ff.kind, "card_sha256": ff.card_sha256,
+           "trainset_sha256": ff.card.get("trainset", {}).get("sha256"),
+           "dtype": str(ff.dtype).removeprefix("torch."),
+           "force": errors(F_ml, F_ex)}
+    if np.isfinite(td.n[pos]).all():
+        out["density"] = errors(n_ml, td.n[pos])
+    return out
+
+
+def _plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,
+           seed: int = 0) -> None:
+    from matplotlib.figure import Figure
+
+    k = len(entries)
+    fig = Figure(figsize=(4.2 * k, 4.0), layout="constrained")
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    rng = np.random.default_rng(seed)
+    for ax, (label, F_ex, F_ml) in zip(axes, entries, strict=True):
+        x, y = F_ex.ravel(), F_ml.ravel()
+        if x.size > MAX_SCATTER:
+            sel = rng.choice(x.size, MAX_SCATTER, replace=False)
+            x, y = x[sel], y[sel]
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, zorder=0)
+        ax.scatter(x, y, s=2, alpha=0.4, linewidths=0, rasterized=True)
+        rmse = float(np.sqrt(np.mean((F_ml - F_ex) ** 2)))
+        ax.set_title(f"{label}\nRMSE = {rmse:.4g}", fontsize=10)
+        ax.set_xlabel(r"$F_{\mathrm{exact}}$")
+        ax.set_ylabel(r"$F_{\mathrm{ML}}$")
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.savefig(parity, dpi=120)
+
+    fig = Figure(figsize=(4.2 * k, 3.4), layout="constrained")
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for ax, (label, F_ex, F_ml) in zip(axes, entries, strict=True):
+        d = (F_ml - F_ex).ravel()
+        ax.hist(d, bins=80, density=True, color="C1", alpha=0.8)
+        ax.set_title(f"{label}\n$\\sigma$ = {d.std():.4g}, mean = {d.mean():.2g}", fontsize=10)
+        ax.set_xlabel(r"$\delta = F_{\mathrm{ML}} - F_{\mathrm{exact}}$")
+        ax.set_ylabel("density")
+    fig.savefig(hist, dpi=120)
+
+
+def validate(model: Any, data: Any, out_dir: str | os.PathLike | None = None,
+             compare: Any = None, all_quench: bool = False, device: Any = None,
+             plots: bool = True) -> dict[str, Any]:
+    """Validation report of ``model`` on ED quench snapshots of ``data``.
+
+    Parameters
+    ----------
+    model : str, path or MLForceField
+        Model name or path (see :func:`cdwdata.ml.load_model`).
+    data : path or xarray.Dataset
+        ED store in the training-set layout (dims ``(f, sample, x, y)``).
+    out_dir : path, optional
+        Where the report and plots go (default: next to the model card).
+    compare : str, path or MLForceField, optional
+        A second model of the same filling and parameters (e.g. the energy variant trained on
+        the same data), evaluated on the same snapshots and put in the report and plots.
+    all_quench : bool
+        Use every quench snapshot of the store even if it is the model's training set.
+    device : str, optional
+    plots : bool
+        Write the PNG files.
+
+    Returns
+    -------
+    dict: the report (also written as ``<name>-validation.json``), with ``files``.
+    """
+    ff = _as_forcefield(model, device)
+    td = load_trainset(data, ff.f)
+    _check_compatible(ff, td)
+    pos, what = select_test(ff, td, all_quench)
+    F_ml, n_ml = _predict(ff, td.Q[pos])
+    report: dict[str, Any] = {
+        "report": "ml-force-field validation (paper Fig. 2)",
+        "model": ff.name,
+        "store": td.path,
+        "store_sha256": td.sha256(),
+        "f": ff.f,
+        "electron_T": td.electron_T,
+        "params": ff.params.to_dict(),
+        "selection": what,
+        "n_snapshots": int(len(pos)),
+        "samples": td.sample[pos].tolist(),
+        **_entry(ff, F_ml, n_ml, td, pos),
+    }
+    entries = [(f"{ff.name} ({ff.kind})", td.F[pos], F_ml)]
+    if compare is not None:
+        other = _as_forcefield(compare, device)
+        if not math.isclose(other.f, ff.f, abs_tol=1e-9):
+            raise ModelError(f"cannot compare {ff.name!r} (f={ff.f}) with {other.name!r} "
+                             f"(f={other.f}): different fillings")
+        _check_compatible(other, td)
+        F2, n2 = _predict(other, td.Q[pos])
+        e2 = _entry(other, F2, n2, td, pos)
+        e2["same_trainset"] = e2["trainset_sha256"] == report["trainset_sha256"]
+        e2["same_test_split"] = (other.card.get("split", {}).get("test")
+                                 == ff.card.get("split", {}).get("test"))
+        report["compare"] = e2
+        entries.append((f"{other.name} ({other.kind})", td.F[pos], F2))
+    report["code_version"] = __version__
+    report["created"] = modelfile.now()
+
+    out = Path(out_dir) if out_dir is not None else (
+        Path(ff.path).parent if ff.path else Path.cwd())
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report": str(out / f"{ff.name}-validation.json")}
+    if plots:
+        files["parity"] = str(out / f"{ff.name}-parity.png")
+        files["error_hist"] = str(out / f"{ff.name}-error-hist.png")
+        _plots(entries, Path(files["parity"]), Path(files["error_hist"]))
+    report["files"] = files
+    text = json.dumps(report, indent=2) + "\n"
+    modelfile.atomic_write(Path(files["report"]), text.encode())
+    return report
