@@ -3,7 +3,13 @@
 A quench is described by a frozen :class:`QuenchConfig` whose every value ends up in the
 store's attrs. :func:`run_segment` advances a set of runs of one (T, f) cell to the end,
 resuming each from its last complete frame; :func:`run_quench` does all cells in this process
-(the Dask ensemble in :mod:`cdwdata.ensemble` farms out the same segments to workers).
+(:mod:`cdwdata.ensemble` farms out the same segments to Dask workers).
+
+The hot loop (force field, integrator, thermal noise) stays in torch on the configured device,
+batched over the runs of a segment; the state is copied to the host only at save points, where
+the frame is checked for blow-up and handed to a background writer thread (at most one frame in
+flight), so a run never holds its trajectory in memory and the device keeps computing while the
+previous frame is compressed and written.
 """
 
 from __future__ import annotations
@@ -11,19 +17,29 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cdwdata import schema, store
 from cdwdata._version import __version__
-from cdwdata.errors import BlowUpError, ParameterError
+from cdwdata.errors import BlowUpError, ParameterError, StoreError
 from cdwdata.params import HolsteinParams, check_filling, check_size, check_temperature
 
 DEFAULT_FRAME_VARS = (schema.Q, schema.V, schema.N, schema.FORCE)
+#: Frame variables of ML ensembles (``cdw quench``): what the analysis needs.
+ML_FRAME_VARS = (schema.Q, schema.N)
+#: Force-field specs that are not ML models.
+BUILTIN_FORCEFIELDS = ("ed", "tdgl")
+#: Default ML model: the shipped model of each filling (``{f}`` is replaced by ``f"{f:g}"``).
+DEFAULT_MODEL = "holstein-f{f}"
+
+_PYREF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -31,6 +47,24 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
         raise ParameterError(f"{name}={value!r} is not allowed: {name} must be an integer "
                              f">= {minimum}")
     return int(value)
+
+
+def resolve_forcefield(spec: str, f: float) -> str:
+    """The force-field name for filling ``f``: ``"{f}"`` in ``spec`` becomes ``f"{f:g}"``.
+
+    >>> resolve_forcefield("holstein-f{f}", 0.5)
+    'holstein-f0.5'
+    """
+    return str(spec).replace("{f}", f"{float(f):g}")
+
+
+def is_ml(spec: str) -> bool:
+    """True if ``spec`` names an ML model (not ``ed``/``tdgl``/a ``module:callable``)."""
+    return spec not in BUILTIN_FORCEFIELDS and not _is_pyref(spec)
+
+
+def _is_pyref(spec: str) -> bool:
+    return bool(_PYREF.match(str(spec))) and not Path(spec).exists()
 
 
 @dataclass(frozen=True)
@@ -48,16 +82,20 @@ class QuenchConfig:
     steps, save_every : int
         Langevin steps and frame interval (``steps`` a multiple of ``save_every``).
     seed : int
-        Base seed; run keys derive from (seed, T, f, run).
+        Base seed; run keys derive from (seed, T, f, run), so adding runs, temperatures or
+        fillings never changes existing runs.
     params : HolsteinParams
     forcefield : str
-        ``"ed"``, ``"tdgl"`` or an ML model name/path.
+        ``"ed"``, ``"tdgl"``, an ML model name or path (``"{f}"`` in it is replaced by the
+        filling, e.g. ``"holstein-f{f}"``), or ``"module:callable"`` for a user force field
+        built as ``callable(T=T, f=f, params=params, device=device)``.
     frame_vars : tuple of str
-        Variables stored every frame.
+        Variables stored every frame (the checkpoint always holds Q, v, F, n in float64).
     frame_dtype : {"float64", "float32"}
     device : str
-        torch device of the hot loop.
+        torch device of the hot loop (``"cpu"``, ``"cuda"``).
     compute_dtype : {"float64", "float32"}
+        dtype of the hot loop (state, forces and noise).
     hot_start_T : float
         Temperature of the random initial state.
     """
@@ -96,14 +134,20 @@ class QuenchConfig:
         if self.steps % self.save_every:
             raise ParameterError(f"steps={self.steps} must be a multiple of save_every="
                                  f"{self.save_every}")
+        object.__setattr__(self, "frame_vars", tuple(self.frame_vars))
         unknown = set(self.frame_vars) - set(DEFAULT_FRAME_VARS)
-        if unknown or schema.Q not in self.frame_vars:
-            raise ParameterError(f"frame_vars={self.frame_vars} must include 'Q' and be among "
-                                 f"{DEFAULT_FRAME_VARS}")
+        if unknown or schema.Q not in self.frame_vars or \
+                len(set(self.frame_vars)) != len(self.frame_vars):
+            raise ParameterError(f"frame_vars={self.frame_vars} must include 'Q' and be "
+                                 f"distinct names among {DEFAULT_FRAME_VARS}")
         for name in ("frame_dtype", "compute_dtype"):
             if getattr(self, name) not in ("float32", "float64"):
                 raise ParameterError(f"{name}={getattr(self, name)!r}: use float32 or float64")
-        if self.hot_start_T <= 0:
+        if not str(self.forcefield):
+            raise ParameterError("forcefield must be 'ed', 'tdgl', a model name or a path")
+        if not (str(self.device) == "cpu" or str(self.device).startswith("cuda")):
+            raise ParameterError(f"device={self.device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+        if not (self.hot_start_T > 0):
             raise ParameterError(f"hot_start_T={self.hot_start_T} must be > 0")
 
     def layout(self) -> store.TrajectoryLayout:
@@ -112,6 +156,10 @@ class QuenchConfig:
             steps=self.steps, save_every=self.save_every, dt=self.params.dt,
             frame_vars=tuple(self.frame_vars), frame_dtype=self.frame_dtype)
 
+    @property
+    def n_frames(self) -> int:
+        return self.steps // self.save_every + 1
+
     def seeds(self) -> np.ndarray:
         """Run keys, shape (nT, nf, runs)."""
         from cdwdata.noise import run_key
@@ -119,8 +167,14 @@ class QuenchConfig:
         return np.array([[[run_key(self.seed, T, f, r) for r in range(self.runs)]
                           for f in self.fillings] for T in self.temperatures], dtype=np.int64)
 
+    def forcefield_for(self, f: float) -> str:
+        """The force-field name used at filling ``f`` (see :func:`resolve_forcefield`)."""
+        return resolve_forcefield(self.forcefield, f)
+
     def attrs(self, command: str | None = None) -> dict[str, Any]:
         """Store attrs: every parameter, the layout, version and creation command."""
+        command = command if command is not None else " ".join(sys.argv)
+        ml = is_ml(self.forcefield)
         out: dict[str, Any] = dict(self.params.to_dict())
         out.update(store.layout_attrs(self.layout()))
         out.update({
@@ -130,22 +184,58 @@ class QuenchConfig:
             "runs": self.runs,
             "seed": self.seed,
             "forcefield": self.forcefield,
-            "model": "" if self.forcefield in ("ed", "tdgl") else self.forcefield,
+            "model": self.forcefield if ml else "",
+            "models": {f"{f:g}": self.forcefield_for(f) for f in self.fillings} if ml else {},
             "hot_start_T": self.hot_start_T,
             "compute_dtype": self.compute_dtype,
+            "device": str(self.device),
             "params_json": json.dumps(self.params.to_dict(), sort_keys=True),
             "cdwdata_version": __version__,
-            "command": command if command is not None else " ".join(sys.argv),
+            "command": command,
+            "history": [command],
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         })
         return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> QuenchConfig:
+        """Rebuild the config of a trajectory store from its attrs (``store.read_attrs``)."""
+        if attrs.get("kind") != "trajectory":
+            raise StoreError(f"not a trajectory store (kind={attrs.get('kind')!r})")
+        try:
+            params = HolsteinParams.from_dict(json.loads(attrs["params_json"]))
+            return cls(
+                L=attrs["L"], temperatures=tuple(attrs["temperatures"]),
+                fillings=tuple(attrs["fillings"]), runs=attrs["runs"], steps=attrs["steps"],
+                save_every=attrs["save_every"], seed=attrs["seed"], params=params,
+                forcefield=attrs["forcefield"], frame_vars=tuple(attrs["frame_vars"]),
+                frame_dtype=attrs.get("frame_dtype", "float64"),
+                device=attrs.get("device", "cpu"),
+                compute_dtype=attrs.get("compute_dtype", "float64"),
+                hot_start_T=attrs.get("hot_start_T", 5.0))
+        except KeyError as err:
+            raise StoreError(f"trajectory store attrs lack {err}; it was not made by "
+                             "cdwdata.quench") from None
 
     def replace(self, **changes) -> QuenchConfig:
         return dataclasses.replace(self, **changes)
 
 
-def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, device: str = "cpu"):
-    """Build the force field named by ``spec`` for bath temperature T and filling f."""
+def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, device: str = "cpu",
+                    dtype: str | None = None):
+    """Build the force field named by ``spec`` for bath temperature T and filling f.
+
+    Parameters
+    ----------
+    spec : str
+        ``"ed"`` (exact diagonalisation at electron temperature T), ``"tdgl"`` (toy),
+        ``"module:callable"`` (called as ``callable(T=T, f=f, params=params, device=device)``),
+        or an ML model name/path for :func:`cdwdata.ml.load_model` (``"{f}"`` is replaced by
+        the filling).
+    dtype : {"float32", "float64"}, optional
+        Compute dtype requested from ML models.
+    """
+    spec = resolve_forcefield(spec, f)
     if spec == "ed":
         from cdwdata.forcefields import EDForceField
 
@@ -154,9 +244,22 @@ def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, devic
         from cdwdata.toy import TDGLForceField
 
         return TDGLForceField(f=f, params=params)
+    if _is_pyref(spec):
+        import importlib
+
+        module, _, name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ParameterError(f"forcefield {spec!r}: cannot import {name} from {module}: "
+                                 f"{err}") from err
+        return factory(T=T, f=f, params=params, device=device)
     from cdwdata import ml
 
-    return ml.load_model(spec, params=params, f=f, device=device)
+    kwargs: dict[str, Any] = {"params": params, "f": f, "device": device}
+    if dtype is not None:
+        kwargs["dtype"] = _torch_dtype(dtype)
+    return ml.load_model(spec, **kwargs)
 
 
 def _torch_dtype(name: str):
@@ -166,14 +269,23 @@ def _torch_dtype(name: str):
 
 
 def _state_arrays(state) -> dict[str, np.ndarray]:
+    """Host (float64) copies of the state: the only device -> host transfer, once per frame."""
     return {schema.Q: state.Q.double().cpu().numpy(), schema.V: state.v.double().cpu().numpy(),
             schema.FORCE: state.F.double().cpu().numpy(),
             schema.N: state.n.double().cpu().numpy()}
 
 
-def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int) -> None:
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int,
+                  frame_vars: Sequence[str] = (), frame_dtype: str = "float64") -> None:
+    """Raise BlowUpError if a run has a non-finite value (or one float32 frames cannot hold)."""
     for name, arr in arrays.items():
         bad = ~np.isfinite(arr).all(axis=(-2, -1))
+        if frame_dtype == "float32" and name in frame_vars:
+            with np.errstate(invalid="ignore"):
+                bad |= (np.abs(arr) > _FLOAT32_MAX).any(axis=(-2, -1))
         if bad.any():
             which = [runs[i] for i in np.flatnonzero(bad)]
             raise BlowUpError(
@@ -182,12 +294,150 @@ def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int)
             )
 
 
+def _advance(state, ff, T: float, params: HolsteinParams, runs: Sequence[int]):
+    """One Langevin step; a force-field failure on a diverged state becomes BlowUpError."""
+    import torch
+
+    from cdwdata import dynamics
+
+    try:
+        return dynamics.step(state, ff, T, params)
+    except BlowUpError:
+        raise
+    except (ArithmeticError, ValueError, RuntimeError, np.linalg.LinAlgError) as err:
+        Q = dynamics.drift(state.Q, state.v, state.F, params.dt, params.mass)
+        if bool(torch.isfinite(Q).all()) and bool(torch.isfinite(state.v).all()):
+            raise
+        raise BlowUpError(
+            f"the integration blew up after step {state.step} in run(s) {list(runs)} "
+            f"(positions became non-finite and the force field failed: {err}); try a smaller "
+            "dt; the last good frame is kept in the store") from err
+
+
+class RunByRun:
+    """A force field evaluated one run at a time (the leading axis of ``Q``).
+
+    Batched evaluation may round differently with the batch size (a bisection that stops when
+    every run has converged, GEMM blocking that depends on the row count), so a run's bits
+    would depend on which runs it was batched with. Evaluated run by run, every run is a pure
+    function of its own key: resumed, regrouped and added runs equal fresh ones bit for bit.
+    """
+
+    def __init__(self, forcefield) -> None:
+        self.forcefield = forcefield
+
+    def __getattr__(self, name: str):
+        return getattr(self.forcefield, name)
+
+    def evaluate(self, Q):
+        import torch
+
+        if Q.ndim < 3 or Q.shape[0] == 1:
+            return self.forcefield.evaluate(Q)
+        out = [self.forcefield.evaluate(Q[r:r + 1]) for r in range(Q.shape[0])]
+        return torch.cat([F for F, _ in out]), torch.cat([n for _, n in out])
+
+
+class _FrameSink:
+    """Writes frames in a background thread, at most one in flight, in submission order."""
+
+    def __init__(self, writer: store.TrajectoryWriter, background: bool = True) -> None:
+        self.writer = writer
+        self._pool = None
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cdw-writer")
+        self._pending = None
+
+    def put(self, it: int, jf: int, runs: Sequence[int], frame: int,
+            arrays: dict[str, np.ndarray]) -> None:
+        self.wait()
+        if self._pool is None:
+            self.writer.write_frame(it, jf, runs, frame, arrays)
+        else:
+            self._pending = self._pool.submit(self.writer.write_frame, it, jf, list(runs),
+                                              frame, arrays)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            fut, self._pending = self._pending, None
+            fut.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
+def _plan(writer: store.TrajectoryWriter, it: int, jf: int, runs: list[int],
+          n_frames: int) -> list[tuple[int, list[int]]]:
+    """(restart marker, runs) batches: each batch restarts from frame ``marker - 1``.
+
+    Runs of a segment are written together, so after a kill they are at most one frame
+    apart; they then restart together from the earliest (re-writing identical frames for the
+    others), which keeps the batch, hence the floating-point result, the same as without the
+    kill. Otherwise runs are batched by their own progress.
+    """
+    done = writer.frames_done(it, jf)
+    d = np.array([done[r] for r in runs])
+    if (d >= n_frames).all():
+        return []
+    lo, hi = int(d.min()), int(d.max())
+    if hi - lo <= 1:
+        try:
+            if lo > 0:
+                for r in runs:
+                    writer.read_checkpoint(it, jf, r, lo - 1)
+            return [(lo, runs)]
+        except StoreError:
+            pass
+    groups: dict[int, list[int]] = {}
+    for r, k in zip(runs, d, strict=True):
+        if k < n_frames:
+            groups.setdefault(int(k), []).append(r)
+    return sorted(groups.items())
+
+
 def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int] | None = None,
-                forcefield=None, progress: bool = False) -> int:
+                forcefield=None, progress: bool = False,
+                on_frame: Callable[[int, list[int]], None] | None = None,
+                background_writes: bool = True, batch_forces: bool | None = None) -> int:
     """Advance ``runs`` of cell (T index ``it``, f index ``jf``) to ``config.steps``.
 
-    Each run resumes from its last complete frame (or starts hot at step 0). Runs at the same
-    frame are batched together. Returns the number of Langevin steps taken (summed over runs).
+    Each run resumes from its last complete frame (or starts hot at step 0); the runs are
+    batched on ``config.device``. Frames are written as they are produced.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store made by :func:`prepare_store` for ``config``.
+    forcefield : ForceField, optional
+        Default: :func:`make_forcefield` of ``config.forcefield``.
+    on_frame : callable, optional
+        ``on_frame(frame, runs)`` after each frame is computed and queued for writing (an
+        exception from it stops the segment; queued frames are written first).
+    background_writes : bool
+        Compress and write frames in a background thread while the next steps compute.
+    batch_forces : bool, optional
+        Evaluate the force field on all runs at once (default on CUDA devices, where batching
+        pays) instead of run by run (:class:`RunByRun`, default on CPU). Run by run, each run's
+        result is independent of its batch mates, so resumed and added runs are bit-identical
+        to fresh ones whatever the grouping; batched, that holds when the grouping is the same
+        (the store keeps ``runs_per_task``, and an interrupted batch restarts together).
+
+    Returns
+    -------
+    int
+        Langevin steps taken, summed over runs.
+
+    Raises
+    ------
+    BlowUpError
+        When a run becomes non-finite; the frames before it stay in the store and
+        ``frames_done`` is not advanced past the last good frame.
     """
     import torch
 
@@ -196,73 +446,105 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
     T, f = config.temperatures[it], config.fillings[jf]
     runs = list(range(config.runs)) if runs is None else [int(r) for r in runs]
     writer = store.TrajectoryWriter(path)
-    done = writer.frames_done(it, jf)
-    n_frames = config.layout().n_frames
+    n_frames = config.n_frames
+    plan = _plan(writer, it, jf, runs, n_frames)
+    if not plan:
+        return 0
     keys_all = config.seeds()[it, jf]
     dtype = _torch_dtype(config.compute_dtype)
-    ff = forcefield or make_forcefield(config.forcefield, T, f, config.params, config.device)
+    ff = forcefield or make_forcefield(config.forcefield, T, f, config.params, config.device,
+                                       config.compute_dtype)
+    if batch_forces is None:
+        batch_forces = str(config.device).startswith("cuda")
+    if not batch_forces:
+        ff = RunByRun(ff)
     taken = 0
-    groups: dict[int, list[int]] = {}
-    for r in runs:
-        if done[r] < n_frames:
-            groups.setdefault(int(done[r]), []).append(r)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         remaining = sum(len(g) * (config.steps - max(k - 1, 0) * config.save_every)
-                        for k, g in groups.items())
+                        for k, g in plan)
         bar = tqdm(total=remaining, desc=f"T={T:g} f={f:g}", unit="run-step", leave=False)
+    sink = _FrameSink(writer, background_writes)
+    check = {"frame_vars": config.frame_vars, "frame_dtype": config.frame_dtype}
     try:
-        for frames_done, group in sorted(groups.items()):
-            keys = [int(keys_all[r]) for r in group]
-            if frames_done == 0:
-                Q, v = dynamics.hot_start(keys, config.L, config.params, config.device, dtype,
-                                          config.hot_start_T)
-                state = dynamics.init_state(ff, Q, v, keys, step=0)
-                arrays = _state_arrays(state)
-                _check_finite(arrays, group, 0)
-                writer.write_frame(it, jf, group, 0, arrays)
-                frame = 0
-            else:
-                frame = frames_done - 1
-                ck = [writer.read_checkpoint(it, jf, r, frame) for r in group]
-                t = {k: torch.as_tensor(np.stack([c[k] for c in ck]), device=config.device,
-                                        dtype=dtype) for k in store.CKPT_VARS}
-                state = dynamics.LangevinState(
-                    Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
-                    step=frame * config.save_every, keys=tuple(keys))
-            with torch.no_grad():
+        with torch.no_grad():
+            for marker, group in plan:
+                keys = [int(keys_all[r]) for r in group]
+                if marker == 0:
+                    Q, v = dynamics.hot_start(keys, config.L, config.params, config.device,
+                                              dtype, config.hot_start_T)
+                    state = dynamics.init_state(ff, Q, v, keys, step=0)
+                    arrays = _state_arrays(state)
+                    _check_finite(arrays, group, 0, **check)
+                    sink.put(it, jf, group, 0, arrays)
+                    frame = 0
+                    if on_frame is not None:
+                        on_frame(frame, group)
+                else:
+                    frame = marker - 1
+                    ck = [writer.read_checkpoint(it, jf, r, frame) for r in group]
+                    t = {k: torch.as_tensor(np.stack([c[k] for c in ck]),
+                                            device=config.device, dtype=dtype)
+                         for k in store.CKPT_VARS}
+                    state = dynamics.LangevinState(
+                        Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
+                        step=frame * config.save_every, keys=tuple(keys))
                 while frame + 1 < n_frames:
                     for _ in range(config.save_every):
-                        state = dynamics.step(state, ff, T, config.params)
+                        state = _advance(state, ff, T, config.params, group)
                     frame += 1
                     arrays = _state_arrays(state)
-                    _check_finite(arrays, group, state.step)
-                    writer.write_frame(it, jf, group, frame, arrays)
+                    _check_finite(arrays, group, state.step, **check)
+                    sink.put(it, jf, group, frame, arrays)
                     taken += config.save_every * len(group)
                     if bar is not None:
                         bar.update(config.save_every * len(group))
+                    if on_frame is not None:
+                        on_frame(frame, group)
     finally:
+        sink.close()
         if bar is not None:
             bar.close()
     return taken
 
 
 def prepare_store(path, config: QuenchConfig, resume: bool = False, overwrite: bool = False,
-                  command: str | None = None) -> None:
-    """Create the store for ``config`` or, with ``resume``, check the existing one matches."""
+                  command: str | None = None, add_runs: bool = False,
+                  extra_attrs: dict[str, Any] | None = None) -> None:
+    """Create the store for ``config`` or, with ``resume``, check the existing one matches.
+
+    With ``resume`` and ``add_runs``, a store holding fewer runs than ``config.runs`` is grown
+    to ``config.runs`` (existing runs untouched; new runs equal those of a fresh store with that
+    many runs, since every run's RNG derives from (seed, T, f, run) only).
+    """
     attrs = config.attrs(command)
+    if extra_attrs:
+        attrs.update(extra_attrs)
     if resume and store.exists(path):
-        store.check_resumable(path, attrs)
+        got = store.read_attrs(path)
+        if got.get("kind", "trajectory") != "trajectory":
+            raise StoreError(f"cannot resume {path}: it is a {got.get('kind')!r} store, not a "
+                             "trajectory store")
+        store.check_resumable(path, attrs, check_runs=not add_runs)
+        if config.runs > int(got["runs"]):
+            store.resize_runs(path, config.runs, config.seeds())
+        else:
+            store.repair_runs(path)
+        store.update_attrs(path, {"history": list(got.get("history", [])) + [attrs["command"]]})
         return
     store.create_trajectory(path, config.layout(), config.seeds(), attrs, overwrite=overwrite)
 
 
 def run_quench(config: QuenchConfig, path, resume: bool = False, overwrite: bool = False,
-               command: str | None = None, progress: bool = True) -> str:
-    """Run every (T, f) cell of ``config`` in this process; return the store path."""
-    prepare_store(path, config, resume=resume, overwrite=overwrite, command=command)
+               command: str | None = None, progress: bool = True, add_runs: bool = True) -> str:
+    """Run every (T, f) cell of ``config`` in this process; return the store path.
+
+    ``resume`` with a larger ``config.runs`` than the store holds adds runs (``add_runs``).
+    """
+    prepare_store(path, config, resume=resume, overwrite=overwrite, command=command,
+                  add_runs=add_runs)
     cells = [(i, j) for i in range(len(config.temperatures)) for j in range(len(config.fillings))]
     for it, jf in cells:
         run_segment(path, config, it, jf, progress=progress)

@@ -11,8 +11,10 @@ Trajectory store (one per ensemble), dims ``(T, f, run, step, x, y)``:
   ``k % 2``; its ``ckpt_step`` is written after its data, and ``frames_done`` after that, so
   a kill at any moment leaves a consistent (frames_done, checkpoint) pair.
 
-The store is preallocated once (``to_zarr(compute=False)``); writers then fill whole chunks,
-so writers of different runs never touch the same chunk.
+The store is preallocated once (``to_zarr(compute=False)``: only metadata is written, unwritten
+chunks read as NaN, ``frames_done`` as 0); writers then fill whole chunks, so writers of
+different runs never touch the same chunk. The run dimension can grow later
+(:func:`resize_runs`): existing chunks are not touched, new runs start with ``frames_done = 0``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from cdwdata.errors import StoreError
 
 CKPT_VARS = (schema.Q, schema.V, schema.FORCE, schema.N)
 SLOT = "slot"
-#: Attributes a resumed run must match exactly.
-RESUME_KEYS = ("L", "steps", "save_every", "seed", "forcefield", "hot_start_T", "params_json")
+#: Attributes a resumed run must match exactly (a key missing from an old store is not checked).
+RESUME_KEYS = ("L", "steps", "save_every", "seed", "forcefield", "hot_start_T", "params_json",
+               "compute_dtype", "frame_vars", "frame_dtype")
 
 
 def _ckpt(name: str) -> str:
@@ -81,30 +84,40 @@ class TrajectoryLayout:
         return np.arange(self.n_frames) * self.save_every
 
 
-def _skeleton(layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any]):
+def _lazy(shape, value, dtype):
+    """A never-computed dask array of ``shape`` (one dask chunk: a tiny graph at any size)."""
     import dask.array as da
+
+    return da.full(shape, value, chunks=shape, dtype=dtype)
+
+
+def _skeleton(layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any]):
+    """(dataset, encoding) of an empty trajectory store; encoding fixes the zarr chunks."""
     import xarray as xr
 
     nT, nf, R, L = len(layout.temperatures), len(layout.fillings), layout.runs, layout.L
     frame_dims = (schema.T, schema.F_FILL, schema.RUN, schema.STEP, schema.X, schema.Y)
     fshape = (nT, nf, R, layout.n_frames, L, L)
-    fchunks = (1, 1, 1, 1, L, L)
     data: dict[str, Any] = {}
+    encoding: dict[str, dict[str, Any]] = {}
     for name in layout.frame_vars:
-        arr = da.full(fshape, np.nan, chunks=fchunks, dtype=layout.frame_dtype)
-        data[name] = xr.Variable(frame_dims, arr, attrs=schema.attrs(name))
+        data[name] = xr.Variable(frame_dims, _lazy(fshape, np.nan, layout.frame_dtype),
+                                 attrs=schema.attrs(name))
+        encoding[name] = {"chunks": (1, 1, 1, 1, L, L)}
     cdims = (schema.T, schema.F_FILL, schema.RUN, SLOT, schema.X, schema.Y)
     for name in CKPT_VARS:
-        arr = da.full((nT, nf, R, 2, L, L), np.nan, chunks=(1, 1, 1, 1, L, L))
-        data[_ckpt(name)] = xr.Variable(cdims, arr, attrs={"long_name": f"checkpoint of {name}"})
+        data[_ckpt(name)] = xr.Variable(cdims, _lazy((nT, nf, R, 2, L, L), np.nan, "float64"),
+                                        attrs={"long_name": f"checkpoint of {name}"})
+        encoding[_ckpt(name)] = {"chunks": (1, 1, 1, 1, L, L)}
     mdims = (schema.T, schema.F_FILL, schema.RUN)
     data[_ckpt("step")] = xr.Variable(
-        (*mdims, SLOT), da.full((nT, nf, R, 2), -1, chunks=1, dtype="int64"),
-        attrs={"long_name": "step held by each checkpoint slot (-1: empty)"},
+        (*mdims, SLOT), _lazy((nT, nf, R, 2), -1, "int64"),
+        attrs={"long_name": "step held by each checkpoint slot (valid only below frames_done)"},
     )
+    encoding[_ckpt("step")] = {"chunks": (1, 1, 1, 1)}
     data[schema.FRAMES_DONE] = xr.Variable(
-        mdims, da.zeros((nT, nf, R), chunks=1, dtype="int64"), attrs=schema.attrs(schema.FRAMES_DONE)
-    )
+        mdims, _lazy((nT, nf, R), 0, "int64"), attrs=schema.attrs(schema.FRAMES_DONE))
+    encoding[schema.FRAMES_DONE] = {"chunks": (1, 1, 1)}
     steps = layout.frame_steps
     coords = {
         schema.T: (schema.T, np.asarray(layout.temperatures, float), schema.attrs(schema.T)),
@@ -117,7 +130,7 @@ def _skeleton(layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any]
         schema.Y: (schema.Y, np.arange(L), schema.attrs(schema.Y)),
         schema.SEED: (mdims, seeds.astype("int64"), schema.attrs(schema.SEED)),
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return xr.Dataset(data, coords=coords, attrs=attrs), encoding
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -127,7 +140,7 @@ def exists(path: str | os.PathLike) -> bool:
 
 def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any],
                       overwrite: bool = False) -> None:
-    """Preallocate a trajectory store at ``path``.
+    """Preallocate a trajectory store at ``path`` (metadata only: no chunk is written).
 
     Raises :class:`StoreError` if ``path`` exists and ``overwrite`` is false; the existing data
     is then left untouched.
@@ -139,9 +152,10 @@ def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: 
                 f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
             )
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    ds = _skeleton(layout, seeds, attrs)
+    ds, encoding = _skeleton(layout, seeds, attrs)
     try:
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False)
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                   encoding=encoding)
     except OSError as err:
         raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
 
@@ -157,6 +171,8 @@ def read_attrs(path) -> dict[str, Any]:
     """Attributes of the store at ``path`` (raises StoreError if it is not a cdwdata store)."""
     import zarr
 
+    if not Path(path).exists():
+        raise StoreError(f"{path} does not exist")
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as err:  # zarr raises several types for a missing/foreign path
@@ -164,11 +180,23 @@ def read_attrs(path) -> dict[str, Any]:
     return dict(group.attrs)
 
 
-def check_resumable(path, expected: dict[str, Any]) -> None:
-    """Raise StoreError unless the store at ``path`` was made with the same settings."""
+def update_attrs(path, changes: dict[str, Any]) -> None:
+    """Merge ``changes`` into the store's attrs (only the driver calls this, never workers)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.update(changes)
+
+
+def check_resumable(path, expected: dict[str, Any], check_runs: bool = True) -> None:
+    """Raise StoreError unless the store at ``path`` was made with the same settings.
+
+    With ``check_runs=False`` the stored number of runs may be smaller than
+    ``expected["runs"]`` (the caller then grows the store with :func:`resize_runs`).
+    """
     got = read_attrs(path)
     for key in RESUME_KEYS:
-        if key in expected and json.dumps(got.get(key)) != json.dumps(expected[key]):
+        if key in expected and key in got and json.dumps(got[key]) != json.dumps(expected[key]):
             raise StoreError(
                 f"cannot resume {path}: it was made with {key}={got.get(key)!r}, "
                 f"this run asks for {key}={expected[key]!r}"
@@ -179,15 +207,82 @@ def check_resumable(path, expected: dict[str, Any]) -> None:
                 f"cannot resume {path}: its {dim} values are {got.get(key)}, "
                 f"this run asks for {expected[key]}"
             )
-    if "runs" in expected and got.get("runs") != expected["runs"]:
-        raise StoreError(
-            f"cannot resume {path}: it holds {got.get('runs')} runs, this run asks for "
-            f"{expected['runs']}"
-        )
+    if "runs" in expected:
+        have, want = got.get("runs"), expected["runs"]
+        if (check_runs and have != want) or (not check_runs and have > want):
+            raise StoreError(
+                f"cannot resume {path}: it holds {have} runs, this run asks for {want}"
+                + ("" if check_runs else " (runs can be added, never removed)")
+            )
+
+
+def resize_runs(path, runs: int, seeds: np.ndarray) -> int:
+    """Grow the run dimension of the trajectory store at ``path`` to ``runs``.
+
+    Chunks of existing runs are not touched. New runs get their ``seed`` coordinate (``seeds``,
+    shape (nT, nf, runs), the keys of every run) and ``frames_done = 0``; the ``runs`` attr is
+    updated last, so an interrupted call is simply repeated. Returns the previous run count.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    old = int(group.attrs["runs"])
+    if runs < old:
+        raise StoreError(f"{path} holds {old} runs; runs can be added, never removed")
+    for name in list(group.array_keys()):
+        arr = group[name]
+        dims = tuple(arr.metadata.dimension_names or ())
+        if schema.RUN not in dims:
+            continue
+        ax = dims.index(schema.RUN)
+        if arr.shape[ax] != runs:
+            shape = list(arr.shape)
+            shape[ax] = runs
+            arr.resize(tuple(shape))
+    if runs > old:
+        group[schema.RUN][old:] = np.arange(old, runs)
+        group[schema.SEED][:, :, old:] = np.asarray(seeds, dtype="int64")[:, :, old:]
+        group[schema.FRAMES_DONE][:, :, old:] = 0
+    group.attrs.update({"runs": int(runs)})
+    return old
+
+
+def repair_runs(path) -> None:
+    """Undo an interrupted :func:`resize_runs`: shrink arrays back to the ``runs`` attr."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    runs = int(group.attrs["runs"])
+    for name in list(group.array_keys()):
+        arr = group[name]
+        dims = tuple(arr.metadata.dimension_names or ())
+        if schema.RUN in dims and arr.shape[dims.index(schema.RUN)] > runs:
+            shape = list(arr.shape)
+            shape[dims.index(schema.RUN)] = runs
+            arr.resize(tuple(shape))
+
+
+def frames_done(path) -> np.ndarray:
+    """``frames_done`` of every run, shape (nT, nf, runs) (the progress of a store)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return np.asarray(group[schema.FRAMES_DONE][...])
+
+
+def _runs_slice(runs: Sequence[int]) -> slice | None:
+    """``runs`` as a slice when they are contiguous and ascending, else None."""
+    if runs and list(runs) == list(range(runs[0], runs[0] + len(runs))):
+        return slice(runs[0], runs[0] + len(runs))
+    return None
 
 
 class TrajectoryWriter:
-    """Chunk-aligned writes of frames and checkpoints of one store (one run per chunk)."""
+    """Chunk-aligned writes of frames and checkpoints of one store (one run per chunk).
+
+    Every chunk a writer touches belongs to the runs it was given, so any number of writers of
+    disjoint runs (threads, processes, machines) can share one store.
+    """
 
     def __init__(self, path) -> None:
         import zarr
@@ -199,40 +294,66 @@ class TrajectoryWriter:
             raise StoreError(f"cannot open {path} for writing: {err}") from err
         attrs = dict(self.group.attrs)
         self.frame_vars = tuple(attrs["frame_vars"])
+        self.frame_dtype = np.dtype(attrs.get("frame_dtype", "float64"))
         self.save_every = int(attrs["save_every"])
+        self._arrays: dict[str, Any] = {}
+
+    def _arr(self, name: str):
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self.group[name]
+        return arr
 
     def frames_done(self, it: int, jf: int) -> np.ndarray:
         """Frames completely written for every run at (T index, f index), shape (R,)."""
-        return np.asarray(self.group[schema.FRAMES_DONE][it, jf, :])
+        return np.asarray(self._arr(schema.FRAMES_DONE)[it, jf, :])
 
     def read_checkpoint(self, it: int, jf: int, run: int, frame: int) -> dict[str, np.ndarray]:
-        """Full state of ``run`` at ``frame`` from its checkpoint slot."""
+        """Full state of ``run`` at ``frame`` from its checkpoint slot (float64 arrays)."""
         slot = frame % 2
-        held = int(self.group[_ckpt("step")][it, jf, run, slot])
+        held = int(self._arr(_ckpt("step"))[it, jf, run, slot])
         if held != frame * self.save_every:
             raise StoreError(
                 f"{self.path}: checkpoint of run {run} holds step {held}, expected "
                 f"{frame * self.save_every}; the store is damaged, rerun with --overwrite"
             )
-        return {name: np.asarray(self.group[_ckpt(name)][it, jf, run, slot])
+        return {name: np.asarray(self._arr(_ckpt(name))[it, jf, run, slot])
                 for name in CKPT_VARS}
+
+    def _put(self, name: str, it: int, jf: int, runs: list[int], index, data) -> None:
+        arr = self._arr(name)
+        sl = _runs_slice(runs)
+        if sl is not None:
+            arr[(it, jf, sl, *index)] = data
+        else:
+            for r_i, run in enumerate(runs):
+                arr[(it, jf, run, *index)] = data[r_i]
 
     def write_frame(self, it: int, jf: int, runs: Sequence[int], frame: int,
                     state: dict[str, np.ndarray]) -> None:
         """Write frame ``frame`` of ``runs`` (state arrays (R, L, L)), then mark it done.
 
-        Order: frame variables, checkpoint slot, checkpoint step, frames_done.
+        Order: the slot's checkpoint step is invalidated (-1), then frame variables and
+        checkpoint slot of every run are written, then their checkpoint steps, then their
+        ``frames_done``. A kill in between leaves each run either at the previous frame (whose
+        checkpoint slot is intact) or at this one, and never a slot whose step lies about its
+        data.
         """
-        g = self.group
-        runs = list(runs)
-        for r_i, run in enumerate(runs):
-            for name in self.frame_vars:
-                g[name][it, jf, run, frame] = state[name][r_i]
-            slot = frame % 2
-            for name in CKPT_VARS:
-                g[_ckpt(name)][it, jf, run, slot] = state[name][r_i]
-            g[_ckpt("step")][it, jf, run, slot] = frame * self.save_every
-            g[schema.FRAMES_DONE][it, jf, run] = frame + 1
+        runs = [int(r) for r in runs]
+        slot = frame % 2
+        self._put(_ckpt("step"), it, jf, runs, (slot,), np.full(len(runs), -1, dtype=np.int64))
+        for name in self.frame_vars:
+            self._put(name, it, jf, runs, (frame,), np.asarray(state[name], self.frame_dtype))
+        for name in CKPT_VARS:
+            self._put(_ckpt(name), it, jf, runs, (slot,), np.asarray(state[name], np.float64))
+        self._put(_ckpt("step"), it, jf, runs, (slot,),
+                  np.full(len(runs), frame * self.save_every, dtype=np.int64))
+        self._put(schema.FRAMES_DONE, it, jf, runs, (), np.full(len(runs), frame + 1, np.int64))
+
+    def mark_frames_done(self, it: int, jf: int, runs: Sequence[int], value: int) -> None:
+        """Set ``frames_done`` of ``runs`` (tests use it to simulate a kill mid-write)."""
+        runs = [int(r) for r in runs]
+        self._put(schema.FRAMES_DONE, it, jf, runs, (), np.full(len(runs), value, np.int64))
 
 
 def open_dataset(path, **kwargs):
@@ -265,9 +386,12 @@ def describe(path) -> str:
         total = ds.sizes.get(schema.STEP, 0)
         lines.append(f"progress: {int((done >= total).sum())}/{done.size} runs complete, "
                      f"{int(done.sum())}/{done.size * total} frames written")
-    for key in ("command", "created", "cdwdata_version", "forcefield", "model", "seed"):
-        if key in ds.attrs:
+    for key in ("command", "created", "cdwdata_version", "forcefield", "model", "seed",
+                "compute_dtype", "device"):
+        if ds.attrs.get(key) not in (None, ""):
             lines.append(f"{key}: {ds.attrs[key]}")
+    for line in ds.attrs.get("history", [])[-5:]:
+        lines.append(f"history: {line}")
     params = {k: ds.attrs[k] for k in ("t", "g", "k", "kappa", "mass", "gamma", "dt")
               if k in ds.attrs}
     if params:

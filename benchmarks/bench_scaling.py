@@ -1,0 +1,252 @@
+"""ML-Langevin cost per site-step vs lattice size, against the bare MLP forward pass.
+
+Usage::
+
+    python benchmarks/bench_scaling.py [--L 40 100 200 400] [--model NAME_OR_PATH]
+                                       [--device cpu|cuda] [--threads 1] [--repeat 3]
+
+For every L, in a fresh process (so that peak memory belongs to that L alone):
+
+* ``step``: one full Langevin step of one run, batched on the device: descriptor + MLP
+  (the force field), velocity Verlet, Ornstein-Uhlenbeck thermostat with counter-based noise;
+* ``force``: the force-field evaluation alone;
+* ``floor``: a bare float32 forward pass of the paper's MLP (45 x 512 x 256 x 64 x 16 x 1)
+  on L*L rows of random features: the compute floor of any implementation;
+* ``ratio = step / floor``; ``write``: writing one frame (Q, n float32 + the float64
+  checkpoint) to a zarr store, to be amortised over ``--save-every`` steps;
+* peak memory: ``resource.getrusage`` max RSS of the process (CPU) or
+  ``torch.cuda.max_memory_allocated`` (GPU), and its growth over the process after warm-up
+  on an 8 x 8 lattice.
+
+All timings are per site and step, medians of ``--repeat`` interleaved blocks. Without
+``--model`` the shipped ``holstein-f0.5`` is used when present, otherwise a stand-in: a
+randomly initialised model of the paper's architecture (same descriptor and MLP, so the same
+cost), saved and loaded through :func:`cdwdata.ml.load_model` like a real one.
+
+Prints a markdown table and writes ``benchmarks/results/scaling-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+PAPER_MLP = (45, 512, 256, 64, 16, 1)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _standin_model(folder: Path, f: float) -> str:
+    import torch
+
+    from cdwdata import HolsteinParams
+    from cdwdata.ml import modelfile
+    from cdwdata.ml.model import ForceModel
+
+    torch.manual_seed(0)
+    model = ForceModel().float().eval()
+    path = folder / f"standin-f{f:g}"
+    modelfile.save(model, path, {"params": HolsteinParams().to_dict(), "filling": f,
+                                 "electron_T": 0.1, "note": "random weights: benchmark only"})
+    return str(path)
+
+
+def _paper_mlp(device: str):
+    import torch
+
+    layers = []
+    for a, b in zip(PAPER_MLP[:-1], PAPER_MLP[1:], strict=True):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1]).to(device=device, dtype=torch.float32).eval()
+
+
+def measure(L: int, model: str, device: str, repeat: int, steps: int | None) -> dict:
+    """All measurements for one L in this process."""
+    import torch
+
+    from cdwdata import HolsteinParams, dynamics, ml, store
+    from cdwdata.quench import QuenchConfig, _state_arrays, prepare_store
+
+    params = HolsteinParams()
+    ff = ml.load_model(model, params=params, device=device, dtype=torch.float32)
+    dtype = torch.float32
+    mlp = _paper_mlp(device)
+
+    def state_for(n: int):
+        Q, v = dynamics.hot_start([1], n, params, device, dtype)
+        return dynamics.init_state(ff, Q, v, [1])
+
+    with torch.no_grad():  # warm-up on a tiny lattice: baseline memory of the process
+        s = state_for(8)
+        dynamics.step(s, ff, 0.1, params)
+        mlp(torch.randn(64, 45, device=device))
+    base_rss = _rss_mb()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    N = L * L
+    n_steps = steps or max(1, min(100, int(2e5 // N)))
+    G = torch.randn(N, 45, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        state = state_for(L)
+        state = dynamics.step(state, ff, 0.1, params)  # warm-up at this size
+        mlp(G)
+        t_step, t_force, t_floor = [], [], []
+        for _ in range(repeat):
+            t_floor.append(_timed(lambda: [mlp(G) for _ in range(n_steps)], device) / n_steps)
+
+            def run_steps():
+                nonlocal state
+                for _ in range(n_steps):
+                    state = dynamics.step(state, ff, 0.1, params)
+            t_step.append(_timed(run_steps, device) / n_steps)
+            t_force.append(_timed(lambda: [ff.evaluate(state.Q) for _ in range(n_steps)],
+                                  device) / n_steps)
+    out = {
+        "L": L, "sites": N, "steps_per_block": n_steps,
+        "step_s": statistics.median(t_step), "force_s": statistics.median(t_force),
+        "floor_s": statistics.median(t_floor),
+    }
+    out["step_per_site_ns"] = 1e9 * out["step_s"] / N
+    out["force_per_site_ns"] = 1e9 * out["force_s"] / N
+    out["floor_per_site_ns"] = 1e9 * out["floor_s"] / N
+    out["ratio"] = out["step_s"] / out["floor_s"]
+    out["finite"] = bool(torch.isfinite(state.Q).all())
+    out["peak_rss_MB"] = _rss_mb()  # before the store imports (xarray, zarr) below
+    out["rss_growth_MB"] = out["peak_rss_MB"] - base_rss
+    if device.startswith("cuda"):
+        out["gpu_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
+    # one frame write (Q, n in float32 + the float64 checkpoint) through the store writer
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=2,
+                           save_every=1, forcefield=model, frame_vars=("Q", "n"),
+                           frame_dtype="float32", compute_dtype="float32")
+        path = Path(tmp) / "w.zarr"
+        prepare_store(path, cfg, command="bench_scaling")
+        writer = store.TrajectoryWriter(path)
+        arrays = _state_arrays(state)
+        t_write = [_timed(lambda k=k: writer.write_frame(0, 0, [0], k, arrays), "cpu")
+                   for k in range(3 if cfg.n_frames >= 3 else cfg.n_frames)]
+        out["frame_write_s"] = statistics.median(t_write)
+        out["frame_bytes_on_disk"] = sum(p.stat().st_size for p in path.rglob("*")
+                                         if p.is_file() and p.name != "zarr.json") // 3
+    return out
+
+
+def _child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        from cdwdata.ensemble import blas_threads
+
+        blas_threads(args.threads)
+    except ImportError:  # pragma: no cover
+        pass
+    print("RESULT " + json.dumps(measure(args.child, args.model, args.device, args.repeat,
+                                         args.steps)), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--L", type=int, nargs="+", default=None,
+                    help="lattice sizes (default 40 100 200 400; up to 1000 on a GPU)")
+    ap.add_argument("--model", default=None, help="ML model name or path (default: "
+                    "holstein-f0.5 when shipped, else a stand-in of the paper's architecture)")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: one Dask worker per core)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=None, help="steps per timed block")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.child is not None:
+        _child(args)
+        return
+    sizes = args.L or ([40, 100, 200, 400, 1000] if args.device.startswith("cuda")
+                       else [40, 100, 200, 400])
+    from cdwdata import ml
+
+    tmp = tempfile.TemporaryDirectory()
+    model = args.model
+    standin = False
+    if model is None:
+        if "holstein-f0.5" in ml.list_models():
+            model = "holstein-f0.5"
+        else:
+            model, standin = _standin_model(Path(tmp.name), 0.5), True
+    rows = []
+    for L in sizes:
+        cmd = [sys.executable, __file__, "--child", str(L), "--model", model, "--device",
+               args.device, "--threads", str(args.threads), "--repeat", str(args.repeat)]
+        if args.steps:
+            cmd += ["--steps", str(args.steps)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            print(f"L={L} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            break
+        row = json.loads(line[len("RESULT "):])
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(f"L={L}: {row['step_per_site_ns']:.0f} ns/site-step, ratio {row['ratio']:.2f} "
+              f"({row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    info = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "device": args.device if not args.device.startswith("cuda")
+        else torch.cuda.get_device_name(),
+        "torch": torch.__version__, "threads": args.threads,
+        "model": "stand-in (random weights, paper architecture)" if standin else model,
+        "compute_dtype": "float32", "runs_per_batch": 1, "rows": rows,
+    }
+    mem = "GPU peak (MB)" if args.device.startswith("cuda") else "RSS growth (MB)"
+    print(f"\n{info['device']}, {info['machine']}, torch {info['torch']}, "
+          f"{args.threads} thread(s), model: {info['model']}\n")
+    print(f"| L | sites | step (ns/site) | force (ns/site) | MLP floor (ns/site) | ratio | "
+          f"frame write (ms) | {mem} |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        m = r.get("gpu_peak_MB", r["rss_growth_MB"])
+        print(f"| {r['L']} | {r['sites']} | {r['step_per_site_ns']:.0f} | "
+              f"{r['force_per_site_ns']:.0f} | {r['floor_per_site_ns']:.0f} | "
+              f"{r['ratio']:.2f} | {1e3 * r['frame_write_s']:.1f} | {m:.0f} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"scaling-{'cuda' if args.device.startswith('cuda') else 'cpu'}.json"
+    out.write_text(json.dumps(info, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
