@@ -1,0 +1,283 @@
+"""Intake catalogs of cdwdata artifacts: build, reopen, search, lazy read, relocation, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdwdata import catalog
+from cdwdata.errors import CatalogError
+
+TRAJ_A = "quench-a"  # T = 0.1, f = 0.5, a real (tiny) ED run
+TRAJ_B = "quench-b"  # T = 0.2, 0.3, f = 0.4, preallocated only
+TRAIN = "trainset"  # training set at T = 0.1, f = 0.5, 0.3 (preallocated)
+MODEL = "holstein-test"  # a model card
+
+
+def _write_card(path: Path) -> None:
+    card = {"format": "cdwdata-model/1", "name": MODEL, "kind": "force",
+            "architecture": {"hidden": [8]}, "params": {}, "filling": 0.5,
+            "electron_T": 0.1, "weights_sha256": "0" * 64,
+            "description": "test model card", "trainset": {"L": 8, "n_samples": 3},
+            "metrics": {"test": {"rmse": 0.01}}}
+    path.write_text(json.dumps(card))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A folder with two trajectory stores, a training set and a model card."""
+    from cdwdata.quench import QuenchConfig, prepare_store, run_quench
+    from cdwdata.store import create_trainset
+    from cdwdata.trainset import TrainsetConfig
+
+    root = tmp_path_factory.mktemp("catalog") / "project"
+    runs = root / "data" / "runs"
+    runs.mkdir(parents=True)
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=10,
+                            save_every=5), runs / f"{TRAJ_A}.zarr", progress=False,
+               command="test")
+    prepare_store(runs / f"{TRAJ_B}.zarr",
+                  QuenchConfig(L=8, temperatures=(0.2, 0.3), fillings=(0.4,), runs=2, steps=20,
+                               save_every=10), command="test")
+    tc = TrainsetConfig(L=8, fillings=(0.5, 0.3), T=0.1, n_random=2, quench_runs=1,
+                        quench_steps=10, quench_save_every=5)
+    sources, rr, ss = tc.plan()
+    create_trainset(root / "data" / f"{TRAIN}.zarr", tc.L, tc.fillings, sources, rr, ss, tc.T,
+                    tc.attrs("test"))
+    models = root / "models"
+    models.mkdir()
+    _write_card(models / f"{MODEL}.json")
+    (models / "notes.json").write_text(json.dumps({"not": "a card"}))
+    hidden = root / "data" / ".cache" / "skip.zarr"  # hidden folders are not searched
+    hidden.mkdir(parents=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cat_path(data_dir) -> Path:
+    out = data_dir / "catalogs" / "cdwdata.yaml"
+    catalog.build([data_dir / "data", data_dir / "models"], out, name="test")
+    return out
+
+
+def test_build_writes_relocatable_entries(cat_path):
+    text = cat_path.read_text()
+    assert "{CATALOG_DIR}/../data/runs/quench-a.zarr" in text
+    assert str(cat_path.parent.parent) not in text  # no absolute paths
+    cat = catalog.open(cat_path)
+    assert catalog.entries(cat) == sorted([TRAJ_A, TRAJ_B, TRAIN, MODEL])
+    assert cat.metadata["name"] == "test"
+    for name in catalog.entries(cat):
+        meta = catalog.metadata(cat, name)
+        assert set(catalog.REQUIRED_METADATA) <= set(meta), name
+        assert meta["kind"] in catalog.KINDS
+
+
+def test_metadata_from_store_attrs(cat_path):
+    cat = catalog.open(cat_path)
+    a = catalog.metadata(cat, TRAJ_A)
+    assert (a["kind"], a["T"], a["f"], a["L"], a["runs"], a["steps"], a["model"]) == \
+        ("trajectory", [0.1], [0.5], 8, 1, 10, "")
+    assert a["complete"] is True
+    assert catalog.metadata(cat, TRAJ_B)["complete"] is False
+    assert catalog.metadata(cat, TRAJ_B)["T"] == [0.2, 0.3]
+    t = catalog.metadata(cat, TRAIN)
+    assert (t["kind"], t["T"], t["f"], t["L"], t["samples"]) == \
+        ("training-set", [0.1], [0.3, 0.5], 8, 4)
+    m = catalog.metadata(cat, MODEL)
+    assert (m["kind"], m["T"], m["f"], m["L"], m["model"]) == ("model", [0.1], [0.5], 8, MODEL)
+    assert m["description"] == "test model card"
+
+
+def test_search_by_kind_T_f(cat_path):
+    cat = catalog.open(cat_path)
+    assert list(catalog.search(cat, kind="trajectory")) == [TRAJ_A, TRAJ_B]
+    assert list(catalog.search(cat, T=0.1)) == [MODEL, TRAJ_A, TRAIN]
+    assert list(catalog.search(cat, T=0.3)) == [TRAJ_B]  # membership in T = [0.2, 0.3]
+    assert list(catalog.search(cat, kind="trajectory", f=0.5)) == [TRAJ_A]
+    assert list(catalog.search(cat, f=[0.3, 0.4])) == [TRAJ_B, TRAIN]  # any of
+    assert list(catalog.search(cat, kind="training-set", L=8, T=0.1)) == [TRAIN]
+    assert list(catalog.search(cat, kind="model")) == [MODEL]
+    assert catalog.search(cat, T=0.7) == {}
+    assert catalog.search(cat, no_such_key=1) == {}
+    assert list(catalog.search(cat, runs=lambda r: r is not None and r > 1)) == [TRAJ_B]
+
+
+def test_read_is_lazy_and_matches_store(cat_path, data_dir):
+    import dask.array as da
+
+    from cdwdata.store import open_dataset
+
+    cat = catalog.open(cat_path)
+    ds = catalog.read(cat, TRAJ_A)
+    assert isinstance(ds["Q"].data, da.Array)
+    assert not any(str(v).startswith("ckpt_") for v in ds.variables)
+    ref = open_dataset(data_dir / "data" / "runs" / f"{TRAJ_A}.zarr")
+    np.testing.assert_array_equal(ds["Q"].values, ref["Q"].values)
+    assert ds.attrs["kind"] == "trajectory"
+    # plain intake gives the same lazy dataset
+    direct = cat[TRAJ_A].read()
+    assert isinstance(direct["n"].data, da.Array)
+    np.testing.assert_array_equal(direct["n"].values, ref["n"].values)
+    card = catalog.read(cat, MODEL)
+    assert card["name"] == MODEL
+    assert catalog.path_of(cat, MODEL) == (data_dir / "models" / f"{MODEL}.json").resolve()
+
+
+def test_relocated_catalog_reads_the_copy(cat_path, data_dir, tmp_path):
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(data_dir, moved)
+    cat = catalog.open(moved / "catalogs" / "cdwdata.yaml")
+    assert catalog.path_of(cat, TRAJ_A) == (moved / "data" / "runs" / f"{TRAJ_A}.zarr").resolve()
+    shutil.rmtree(moved / "data" / "runs" / f"{TRAJ_B}.zarr")  # the copy, not the original
+    ds = catalog.read(cat, TRAJ_A)
+    assert ds.sizes["step"] == 3
+    with pytest.raises(CatalogError, match=TRAJ_B):
+        catalog.read(cat, TRAJ_B)
+    assert catalog.read(cat_path, TRAJ_B).sizes["T"] == 2  # the original is untouched
+
+
+def test_missing_store_raises_catalog_error_on_read(data_dir, tmp_path):
+    project = tmp_path / "p"
+    shutil.copytree(data_dir / "data", project / "data")
+    out = catalog.build(project / "data", project / "cat.yaml")
+    assert TRAJ_A in out.entries
+    shutil.rmtree(project / "data" / "runs" / f"{TRAJ_A}.zarr")
+    cat = catalog.open(project / "cat.yaml")  # opening still works
+    with pytest.raises(CatalogError) as info:
+        catalog.read(cat, TRAJ_A)
+    msg = str(info.value)
+    assert "\n" not in msg and TRAJ_A in msg and "cat.yaml" in msg and "does not exist" in msg
+    with pytest.raises(CatalogError, match="no entry 'nope'"):
+        catalog.read(cat, "nope")
+
+
+MALFORMED = {
+    "syntax": "entries: {a: [1, 2\nversion: 2\n",
+    "tabs": "version: 2\nentries:\n\t- a\n",
+    "python-tag": "!!python/object/apply:os.system ['echo hi']\n",
+    "not-a-mapping": "- 1\n- 2\n",
+    "empty": "",
+    "version-1": "version: 1\nsources: {}\n",
+    "entries-list": ("version: 2\nentries: [a]\ndata: {}\nuser_parameters: {}\naliases: {}\n"
+                     "metadata: {}\n"),
+    "entry-without-reader": ("version: 2\nentries: {a: {kwargs: {}}}\ndata: {}\n"
+                             "user_parameters: {}\naliases: {}\nmetadata: {}\n"),
+    "dangling-data": ("version: 2\nentries:\n  a:\n    reader: intake.readers.readers:"
+                      "XArrayDatasetReader\n    kwargs: {args: ['{data(abc)}']}\n"
+                      "data: {}\nuser_parameters: {}\naliases: {}\nmetadata: {}\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_yaml_raises_catalog_error(case, tmp_path):
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(MALFORMED[case])
+    with pytest.raises(CatalogError) as info:
+        catalog.open(path)
+    msg = str(info.value)
+    assert "\n" not in msg and path.name in msg
+
+
+def test_open_default_and_missing(cat_path, monkeypatch, tmp_path):
+    monkeypatch.setenv(catalog.ENV_VAR, str(cat_path))
+    assert catalog.default_path() == cat_path
+    assert TRAJ_A in catalog.entries()  # open() with no path
+    monkeypatch.setattr(catalog, "default_locations", lambda: [tmp_path / "none.yaml"])
+    with pytest.raises(CatalogError, match="no cdwdata catalog found"):
+        catalog.open()
+    with pytest.raises(CatalogError, match="does not exist"):
+        catalog.open(tmp_path / "missing.yaml")
+
+
+def test_build_errors(tmp_path):
+    with pytest.raises(CatalogError, match="no such file"):
+        catalog.build([tmp_path / "nope"], tmp_path / "c.yaml")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CatalogError, match="no stores"):
+        catalog.build([tmp_path / "empty"], tmp_path / "c.yaml")
+    (tmp_path / "junk.zarr").mkdir()
+    with pytest.raises(CatalogError, match="junk.zarr"):
+        catalog.build([tmp_path / "junk.zarr"], tmp_path / "c.yaml")
+    assert not (tmp_path / "c.yaml").exists()
+
+
+def test_find_artifacts_skips_store_insides_and_hidden(data_dir):
+    stores, cards = catalog.find_artifacts(data_dir)
+    assert sorted(p.name for p in stores) == sorted(
+        [f"{TRAJ_A}.zarr", f"{TRAJ_B}.zarr", f"{TRAIN}.zarr"])
+    assert [p.name for p in cards] == [f"{MODEL}.json"]
+
+
+def test_cli_build_and_list(data_dir, tmp_path, capsys):
+    from cdwdata.cli import main
+
+    out = tmp_path / "cli.yaml"
+    assert main(["catalog", "build", str(data_dir / "data"), "--out", str(out)]) == 0
+    assert "3 entries" in capsys.readouterr().out
+    assert main(["catalog", "list", "--catalog", str(out), "--kind", "trajectory",
+                 "--names"]) == 0
+    assert capsys.readouterr().out.split() == [TRAJ_A, TRAJ_B]
+    assert main(["catalog", "list", "--catalog", str(out), "--T", "0.3"]) == 0
+    table = capsys.readouterr().out
+    assert TRAJ_B in table and TRAJ_A not in table and "0.2,0.3" in table
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: [2\n")
+    assert main(["catalog", "list", "--catalog", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+# --- property: search returns exactly the entries whose metadata match ---------------------------
+TS, FS, LS = (0.05, 0.1, 0.2), (0.3, 0.4, 0.5), (8, 12, 16)
+entry_meta = st.fixed_dictionaries({
+    "kind": st.sampled_from(catalog.KINDS),
+    "T": st.lists(st.sampled_from(TS), min_size=1, max_size=3, unique=True).map(sorted),
+    "f": st.lists(st.sampled_from(FS), min_size=1, max_size=3, unique=True).map(sorted),
+    "L": st.sampled_from(LS),
+    "model": st.sampled_from(["", "holstein-f0.5"]),
+})
+query_value = {
+    "kind": st.sampled_from(catalog.KINDS),
+    "T": st.one_of(st.sampled_from(TS), st.lists(st.sampled_from(TS), min_size=1, max_size=2)),
+    "f": st.one_of(st.sampled_from(FS), st.lists(st.sampled_from(FS), min_size=1, max_size=2)),
+    "L": st.sampled_from(LS),
+    "model": st.sampled_from(["", "holstein-f0.5"]),
+}
+queries = st.sets(st.sampled_from(sorted(query_value)), max_size=3).flatmap(
+    lambda keys: st.fixed_dictionaries({k: query_value[k] for k in keys}))
+
+
+def _oracle(meta: dict, query: dict) -> bool:
+    for key, want in query.items():
+        wants = list(want) if isinstance(want, list) else [want]
+        value = meta[key]
+        have = value if isinstance(value, list) else [value]
+        if not any(w in have for w in wants):
+            return False
+    return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(metas=st.lists(entry_meta, max_size=8), query=queries)
+def test_search_returns_exactly_the_matching_entries(metas, query):
+    import intake
+    from intake.readers.datatypes import Zarr
+    from intake.readers.readers import XArrayDatasetReader
+
+    cat = intake.entry.Catalog(metadata={"name": "prop"})
+    for i, meta in enumerate(metas):
+        cat[f"e{i}"] = XArrayDatasetReader(Zarr(url=f"{{CATALOG_DIR}}/e{i}.zarr"),
+                                           metadata={**meta, "description": f"entry {i}"})
+    expected = [f"e{i}" for i, m in enumerate(metas) if _oracle(m, query)]
+    assert list(catalog.search(cat, **query)) == sorted(expected)
+    with tempfile.TemporaryDirectory() as tmp:  # and the same after a YAML round trip
+        path = Path(tmp) / "prop.yaml"
+        cat.to_yaml_file(str(path))
+        assert list(catalog.search(catalog.open(path), **query)) == sorted(expected)
