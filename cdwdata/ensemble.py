@@ -260,6 +260,8 @@ def run_segments(client, path: str, config, runs_per_task: int = 1, progress: bo
         resources = {"GPU": 1}
         _check_gpu_workers(client)
     todo = segments(config, runs_per_task, store.frames_done(path))
+    n_runs = len(config.temperatures) * len(config.fillings) * config.runs
+    poll = max(poll, n_runs / 1000)  # polling frames_done reads one tiny chunk per run
     futures = [client.submit(segment_task, str(path), config, it, jf, runs, pure=False,
                              retries=1, resources=resources)
                for it, jf, runs in todo]
