@@ -49,8 +49,8 @@ from cdwdata import schema
 from cdwdata.errors import CatalogError
 
 #: Kinds of artifacts an entry can describe.
-KINDS = ("training-set", "trajectory", "structure-factor", "domain-size", "growth-exponents",
-         "model")
+KINDS = ("training-set", "trajectory", "order-parameter", "structure-factor", "domain-size",
+         "growth-exponents", "model")
 #: Metadata keys every entry carries.
 REQUIRED_METADATA = ("kind", "T", "f", "L", "runs", "steps", "model", "description")
 #: Environment variable naming the default catalog file.
@@ -177,13 +177,15 @@ def _int_or_none(value: Any) -> int | None:
 
 def _infer_kind(ds) -> str:
     kind = ds.attrs.get("kind")
-    if kind in KINDS:
+    if isinstance(kind, str) and kind:  # the store says what it is (also kinds added later)
         return kind
     names = set(ds.data_vars)
     if "alpha" in names:
         return "growth-exponents"
     if schema.S in names:
         return "structure-factor"
+    if schema.PHI in names:
+        return "order-parameter"
     if schema.LDOM in names:
         return "domain-size"
     if schema.SAMPLE in ds.dims:
@@ -208,15 +210,20 @@ def _describe(kind: str, meta: dict[str, Any]) -> str:
     what = {
         "trajectory": "Langevin thermal-quench trajectories",
         "training-set": "ED training set (random + quench snapshots)",
+        "order-parameter": "CDW order parameter phi",
         "structure-factor": "structure factors S(k,t) / S(q,t)",
         "domain-size": "domain sizes L(t)",
         "growth-exponents": "growth exponents of L(t) ~ t^alpha",
         "model": "ML force field",
-    }[kind]
+    }.get(kind, kind)
     ff = meta.get("model") or meta.get("forcefield") or ""
-    if kind in ("training-set", "model"):
-        ff = ""
-    parts = [f"{ff.upper() if ff in ('ed', 'tdgl') else ff} {what}".strip()]
+    ff = ff.upper() if ff in ("ed", "tdgl") else ff
+    if kind in ("training-set", "model") or not ff:
+        parts = [what]
+    elif kind == "trajectory":
+        parts = [f"{ff} {what}"]
+    else:
+        parts = [f"{what} of {ff} runs"]
     if meta.get("L") is not None:
         parts.append(f"L={meta['L']}")
     for key in ("T", "f"):

@@ -216,6 +216,31 @@ def test_find_artifacts_skips_store_insides_and_hidden(data_dir):
     assert [p.name for p in cards] == [f"{MODEL}.json"]
 
 
+def test_analysis_stores_are_classified(tmp_path):
+    import xarray as xr
+
+    base = {"temperatures": [0.1], "fillings": [0.5], "L": 8, "runs": 2, "steps": 10,
+            "forcefield": "ed", "model": ""}
+    L = xr.DataArray(np.ones((1, 1, 2, 3)), dims=("T", "f", "run", "step"),
+                     coords={"T": [0.1], "f": [0.5], "step": [0, 5, 10]})
+    alpha = xr.DataArray(np.full((1, 1), 0.5), dims=("T", "f"),
+                         coords={"T": [0.1], "f": [0.5]})
+    stores = {
+        "L.zarr": xr.Dataset({"L": L}, attrs={**base, "kind": "domain-size"}),
+        "alpha.zarr": xr.Dataset({"alpha": alpha}, attrs=base),  # kind inferred
+        "phi.zarr": xr.Dataset({"phi": L}, attrs={**base, "kind": "order-parameter"}),
+    }
+    for name, ds in stores.items():
+        ds.to_zarr(tmp_path / name, zarr_format=3, consolidated=False)
+    cat = catalog.build(tmp_path, tmp_path / "c.yaml")
+    kinds = {n: catalog.metadata(cat, n)["kind"] for n in catalog.entries(cat)}
+    assert kinds == {"L": "domain-size", "alpha": "growth-exponents", "phi": "order-parameter"}
+    meta = catalog.metadata(cat, "L")
+    assert (meta["T"], meta["f"], meta["L"], meta["runs"]) == ([0.1], [0.5], 8, 2)
+    assert "domain sizes" in meta["description"]
+    assert catalog.read(cat, "alpha")["alpha"].values.item() == 0.5
+
+
 def test_cli_build_and_list(data_dir, tmp_path, capsys):
     from cdwdata.cli import main
 
