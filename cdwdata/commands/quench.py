@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from cdwdata.commands import add_store_mode, command_line
 
-#: Defaults of a new store (``--resume`` takes them from the store instead).
-DEFAULTS = {"L": 200, "T": [0.1], "f": [0.5], "runs": 1, "steps": 10000, "save_every": 100,
+#: Defaults of a new store (``--resume`` takes them from the store instead): a laptop-sized
+#: job (a few minutes on 2 cores); the paper's 200x200, 20000-step runs are the pipeline's
+#: ``full`` preset or explicit options.
+DEFAULTS = {"L": 100, "T": [0.1], "f": [0.5], "runs": 2, "steps": 2000, "save_every": 50,
             "seed": 0, "model": "holstein-f{f}", "frame_vars": ["Q", "n"],
             "frame_dtype": "float32", "device": "cpu"}
 _PARAMS = (("t", "hopping"), ("g", "electron-lattice coupling"), ("k", "spring constant"),
