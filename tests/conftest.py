@@ -65,3 +65,19 @@ def params() -> HolsteinParams:
 def backend(request: pytest.FixtureRequest) -> str:
     """ED backend name: ``"numpy"`` or ``"torch"``."""
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded_kernels():
+    """One BLAS and one torch thread: the suite's matrices are small, and spinning
+    threads on a shared CI core make small eigensolves an order of magnitude slower."""
+    import torch
+
+    from cdwdata.ensemble import blas_threads
+
+    old_blas, old_torch = blas_threads(1), torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old_torch)
+    if old_blas is not None:
+        blas_threads(old_blas)
