@@ -1,0 +1,212 @@
+"""pipelines/reproduce.py: the small preset end to end, reruns, resume, refusals.
+
+The end-to-end run (about 1.5 minutes on a loaded 2-core machine) is done once per module;
+the tests then check its outputs, that a rerun skips every stage without starting a Dask
+cluster, that ``--resume`` continues a partial store bit for bit, and that a changed
+configuration is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cdwdata import catalog, schema, store
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+sys.path.insert(0, str(PIPELINES))
+import presets  # noqa: E402
+import reproduce  # noqa: E402
+
+STAGES = ["trainset", "train", "validate", "quench-T-scan", "quench-f-scan", "analyze-T-scan",
+          "analyze-f-scan", "correlation-ed", "correlation-ml", "catalog", "figures", "summary"]
+KINDS = {"training-set", "model", "trajectory", "order-parameter", "structure-factor",
+         "domain-size", "growth-exponents"}
+
+
+def _run(argv):
+    rc = reproduce.main([str(a) for a in argv])
+    return rc
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "small"
+    lines: list[str] = []
+    ctx = reproduce.Context(preset=presets.SMALL, out=out, command="test", log=lines.append)
+    t0 = time.perf_counter()
+    record = reproduce.run_pipeline(ctx)
+    return {"out": out, "record": json.loads(json.dumps(record)), "log": lines,
+            "wall": time.perf_counter() - t0}
+
+
+# --- presets (fast) -----------------------------------------------------------------------------
+def test_presets_are_complete_and_paper_scale():
+    small, full = presets.load("small"), presets.load("full")
+    for p in (small, full):
+        assert p.quench.T_scan == (0.1, 0.2, 0.3) and p.quench.f_fixed == 0.5
+        assert p.quench.f_scan == (0.5, 0.4, 0.3) and p.quench.T_fixed == 0.1
+        assert set(p.fillings) == {0.5, 0.4, 0.3}
+        json.dumps(p.to_dict())
+    assert full.quench.L == 200 and full.quench.steps >= 20000 and full.quench.runs >= 4
+    assert full.correlation.L == 40 and full.correlation.runs == 30
+    assert full.trainset.L == 40
+    assert full.trainset.n_random + full.trainset.quench_runs * (
+        full.trainset.quench_steps // full.trainset.quench_save_every) == 600
+    assert small.quench.L <= 24 and small.quench.runs == 2
+
+
+def test_yaml_preset_overrides_and_rejects_unknown_keys(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: small\nquench: {runs: 3, T_scan: [0.1, 0.3]}\ntraining: {epochs: 2}\n")
+    p = presets.load(str(f))
+    assert p.name == "mine" and p.quench.runs == 3 and p.quench.T_scan == (0.1, 0.3)
+    assert p.training.epochs == 2 and p.quench.L == presets.SMALL.quench.L
+    f.write_text("quench: {run: 3}\n")
+    with pytest.raises(ValueError, match="run"):
+        presets.load(str(f))
+    with pytest.raises(ValueError, match="fit_steps"):
+        presets.SMALL.replace(analysis=presets.AnalysisStage(fit_steps=(300, 900)))
+    assert _run(["--preset", "nonesuch", "--out", tmp_path / "x"]) == 2
+
+
+def test_dry_run_plans_every_stage_and_touches_nothing(tmp_path, capsys):
+    ctx = reproduce.Context(preset=presets.FULL, out=tmp_path / "full")
+    steps = reproduce.plan(ctx)
+    assert [s["name"] for s in steps] == STAGES
+    assert all(s["state"] == "to run" for s in steps)
+    assert "200x200" in steps[3]["what"] and "20000 steps" in steps[3]["what"]
+    assert _run(["--preset", "full", "--dry-run", "--out", tmp_path / "full"]) == 0
+    assert "quench-f-scan" in capsys.readouterr().out
+    assert not (tmp_path / "full").exists()
+
+
+def test_shipped_models_missing_fails_clearly(tmp_path, monkeypatch, capsys):
+    import cdwdata.ml.forcefield as ff
+
+    monkeypatch.setattr(ff, "list_models", lambda folder=None: [])
+    assert _run(["--use-shipped-models", "--out", tmp_path / "s"]) == 2
+    err = capsys.readouterr().err
+    assert "--use-shipped-models" in err and "holstein-f0.5" in err and "none yet" in err
+    assert not (tmp_path / "s" / "quench").exists()
+
+
+# --- the small preset end to end (slow) ----------------------------------------------------------
+@pytest.mark.slow
+def test_every_stage_ran_and_wrote_its_outputs(small_run):
+    out, record = small_run["out"], small_run["record"]
+    assert [s["name"] for s in record["stages"]] == STAGES
+    assert all(s["status"] == "ran" for s in record["stages"])
+    for s in record["stages"]:
+        for o in s["outputs"]:
+            assert (out / o).exists(), o
+        assert s["time_s"] > 0
+    saved = json.loads((out / "pipeline.json").read_text())
+    assert saved["preset"] == presets.SMALL.to_dict()
+    assert [s["name"] for s in saved["stages"]] == STAGES and saved["wall_s"] > 0
+    for name in reproduce.FIGURES:
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert any("done in" in line for line in small_run["log"])
+
+
+@pytest.mark.slow
+def test_stores_carry_the_pipeline_config(small_run):
+    out = small_run["out"]
+    want = presets.SMALL.to_dict()
+    for rel, stage in (("data/trainset.zarr", "trainset"), ("quench/T-scan.zarr",
+                                                            "quench-T-scan"),
+                       ("analysis/f-scan/growth-exponents.zarr", "analyze-f-scan"),
+                       ("correlation/ed.zarr", "correlation-ed")):
+        attrs = store.read_attrs(out / rel)
+        assert json.loads(attrs["pipeline_config"]) == want
+        assert attrs["pipeline_stage"] == stage and attrs["pipeline_preset"] == "small"
+    # the ML ensembles ran with the models trained here, one per filling
+    attrs = store.read_attrs(out / "quench" / "f-scan.zarr")
+    assert attrs["models"] == {f"{f:g}": str((out / "models").resolve() / f"holstein-f{f:g}")
+                               for f in (0.5, 0.4, 0.3)}
+
+
+@pytest.mark.slow
+def test_catalog_lists_every_kind(small_run):
+    cat = catalog.open(small_run["out"] / "catalog.yaml")
+    kinds = {cat.entries[name].metadata["kind"] for name in catalog.entries(cat)}
+    assert kinds == KINDS
+    models = catalog.search(cat, kind="model")
+    assert {m.metadata["f"][0] for m in models.values()} == {0.5, 0.4, 0.3}
+
+
+@pytest.mark.slow
+def test_growth_exponents_cover_the_preset_cells(small_run):
+    out, q = small_run["out"], presets.SMALL.quench
+    a = store.open_dataset(out / "analysis" / "T-scan" / "growth-exponents.zarr").load()
+    b = store.open_dataset(out / "analysis" / "f-scan" / "growth-exponents.zarr").load()
+    assert a[schema.T].values.tolist() == list(q.T_scan)
+    assert a[schema.F_FILL].values.tolist() == [q.f_fixed]
+    assert b[schema.T].values.tolist() == [q.T_fixed]
+    assert b[schema.F_FILL].values.tolist() == list(q.f_scan)
+    dt = 0.05
+    assert a.attrs["window"] == pytest.approx([s * dt for s in presets.SMALL.analysis.fit_steps])
+    assert np.isfinite(a["alpha"]).all() and np.isfinite(b["alpha"]).all()
+    summary = (out / "summary.md").read_text()
+    for T in q.T_scan:
+        assert f"| T-scan | {T:g} | {q.f_fixed:g} | {float(a['alpha'].sel(T=T, f=0.5)):.3f} |" \
+            in summary
+    for f in q.f_scan:
+        assert f"| f-scan | {q.T_fixed:g} | {f:g} | {float(b['alpha'].sel(T=0.1, f=f)):.3f} |" \
+            in summary
+    for f in (0.5, 0.4, 0.3):
+        rep = json.loads((out / "validation" / f"holstein-f{f:g}-validation.json").read_text())
+        assert f"| {f:g} | holstein-f{f:g} | {rep['force']['rmse']:.4f} |" in summary
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_stage(small_run):
+    out = small_run["out"]
+    lines: list[str] = []
+    ctx = reproduce.Context(preset=presets.SMALL, out=out, command="test rerun",
+                            log=lines.append)
+    t0 = time.perf_counter()
+    record = reproduce.run_pipeline(ctx)
+    wall = time.perf_counter() - t0
+    assert [s["status"] for s in record["stages"]] == ["skipped"] * len(STAGES)
+    assert {s["state"] for s in reproduce.plan(ctx)} == {"complete"}
+    assert not any("dask:" in line for line in lines)  # no cluster was started
+    assert wall < max(15.0, small_run["wall"] / 4)
+    assert json.loads((out / "pipeline.json").read_text())["stages"][0]["status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_changed_config_is_refused(small_run, tmp_path, capsys):
+    f = tmp_path / "other.yaml"
+    f.write_text("name: small\ntraining: {epochs: 4}\n")
+    assert _run(["--preset", f, "--out", small_run["out"]]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "training.epochs: 3 -> 4" in err
+
+
+@pytest.mark.slow
+def test_resume_continues_a_partial_store(small_run, capsys):
+    """A store cut short is refused without --resume and finished bit for bit with it."""
+    import zarr
+
+    out = small_run["out"]
+    path = out / "quench" / "f-scan.zarr"
+    n_frames = presets.SMALL.quench.steps // presets.SMALL.quench.save_every + 1
+    before = np.asarray(zarr.open_group(str(path))[schema.N][0, 1, 0, -1])
+    zarr.open_group(str(path), mode="r+")[schema.FRAMES_DONE][0, 1, 0] = n_frames - 1
+    assert _run(["--out", out]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _run(["--out", out, "--resume"]) == 0
+    rec = json.loads((out / "pipeline.json").read_text())
+    status = {s["name"]: s["status"] for s in rec["stages"]}
+    assert status["quench-f-scan"] == "ran" and status["quench-T-scan"] == "skipped"
+    assert status["analyze-f-scan"] == "ran" and status["figures"] == "ran"
+    assert (store.frames_done(path) == n_frames).all()
+    after = np.asarray(zarr.open_group(str(path))[schema.N][0, 1, 0, -1])
+    np.testing.assert_array_equal(after, before)
