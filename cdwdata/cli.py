@@ -50,6 +50,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(err: BaseException, args: argparse.Namespace | None = None) -> str:
+    """One line for ``err``; a full disk also says how to continue."""
+    import errno
+
+    from cdwdata.errors import CdwError
+
+    if not isinstance(err, OSError) or isinstance(err, CdwError) or err.errno is None:
+        return " ".join(str(err).split()) or type(err).__name__
+    msg = err.strerror or str(err)
+    if err.filename is not None:
+        msg += f": {err.filename}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        again = "rerun with --resume to continue from the last complete frame" \
+            if hasattr(args, "resume") else "rerun"
+        msg += f"; free some disk space, then {again}"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
@@ -71,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CdwError, ValueError, FileNotFoundError, PermissionError, OSError) as err:
         if args.debug:
             raise
-        print(f"cdw {args.command}: error: {err}", file=sys.stderr)
+        print(f"cdw {args.command}: error: {error_message(err, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cdw {args.command}: interrupted; rerun with --resume to continue",

@@ -35,7 +35,7 @@ def _finite(name: str, value: Any) -> float:
     except (TypeError, ValueError):
         raise ParameterError(f"{name} must be a real number, got {value!r}") from None
     if not math.isfinite(out):
-        raise ParameterError(f"{name} must be finite, got {value!r}")
+        raise ParameterError(f"{name} must be finite, got {out!r}")
     return out
 
 

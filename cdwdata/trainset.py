@@ -66,10 +66,16 @@ class TrainsetConfig:
         object.__setattr__(self, "fillings",
                            tuple(check_filling(f) for f in np.atleast_1d(self.fillings)))
         object.__setattr__(self, "T", check_temperature(self.T))
-        if self.n_random < 0 or self.quench_runs < 0:
-            raise ParameterError("n_random and quench_runs must be >= 0")
+        for name in ("n_random", "quench_runs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not float(value).is_integer() or value < 0:
+                raise ParameterError(f"{name}={value!r} is not allowed: {name} must be an "
+                                     "integer >= 0")
+            object.__setattr__(self, name, int(value))
         if self.n_random + self.quench_runs == 0:
             raise ParameterError("a training set needs n_random > 0 or quench_runs > 0")
+        if self.quench_runs:
+            self.quench_config()  # checks quench_steps and quench_save_every now
 
     def quench_config(self) -> QuenchConfig:
         return QuenchConfig(L=self.L, temperatures=(self.T,), fillings=self.fillings,
@@ -177,8 +183,14 @@ def collect_quench_samples(path, config: TrainsetConfig) -> int:
 
 def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
              overwrite: bool = False, command: str | None = None, progress: bool = True,
-             samples_per_task: int = 4) -> str:
-    """Generate (or resume) the training set at ``path`` on a Dask cluster."""
+             samples_per_task: int = 4, scheduler: str | None = None,
+             n_workers: int | None = None) -> str:
+    """Generate (or resume) the training set at ``path`` on a Dask cluster.
+
+    Uses ``client``, else connects to ``scheduler``, else starts a local cluster of
+    ``n_workers`` (see :func:`cdwdata.ensemble.dask_client`); the stores are created or
+    checked first, so a bad ``path`` fails before any cluster starts.
+    """
     from distributed import as_completed
 
     from cdwdata.ensemble import dask_client, segment_task
@@ -202,12 +214,13 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
     if config.quench_runs:
         prepare_store(quench_store_path(path), qconfig, resume=resume or not overwrite,
                       overwrite=overwrite and not resume, command=command)
-    ctx = dask_client() if client is None else _nullcontext(client)
+    ctx = dask_client(scheduler, n_workers=n_workers) if client is None else _nullcontext(client)
     with ctx as cl:
         futures = []
         writer = store.TrainsetWriter(path)
         for jf in range(len(config.fillings)):
-            todo = [s for s in range(config.n_random) if not writer.done(jf)[s]]
+            done = writer.done(jf)
+            todo = [s for s in range(config.n_random) if not done[s]]
             for i in range(0, len(todo), samples_per_task):
                 futures.append(cl.submit(random_task, str(path), config, jf,
                                          todo[i:i + samples_per_task], pure=False, retries=2))

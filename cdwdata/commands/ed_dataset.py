@@ -25,16 +25,15 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from cdwdata.ensemble import dask_client
     from cdwdata.trainset import TrainsetConfig, generate
 
     config = TrainsetConfig(L=args.L, fillings=tuple(args.f), T=args.T, n_random=args.random,
                             quench_runs=args.quench_runs, quench_steps=args.quench_steps,
                             quench_save_every=args.quench_save_every, seed=args.seed,
                             params=params_from(args))
-    with dask_client(args.scheduler, n_workers=args.workers) as client:
-        path = generate(args.out, config, client=client, resume=args.resume,
-                        overwrite=args.overwrite, command=command_line(),
-                        progress=not args.no_progress)
+    # generate() checks or creates the stores before it starts (or connects to) the cluster
+    path = generate(args.out, config, scheduler=args.scheduler, n_workers=args.workers,
+                    resume=args.resume, overwrite=args.overwrite, command=command_line(),
+                    progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
