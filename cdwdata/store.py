@@ -277,6 +277,16 @@ def _runs_slice(runs: Sequence[int]) -> slice | None:
     return None
 
 
+def _open_for_writing(path):
+    """The zarr group at ``path`` in r+ mode, or StoreError saying why not."""
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode="r+")
+    except Exception as err:  # zarr raises several types for a missing/foreign path
+        raise StoreError(f"cannot open {path} for writing: {err}") from err
+
+
 class TrajectoryWriter:
     """Chunk-aligned writes of frames and checkpoints of one store (one run per chunk).
 
@@ -285,13 +295,8 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path) -> None:
-        import zarr
-
         self.path = Path(path)
-        try:
-            self.group = zarr.open_group(str(path), mode="r+")
-        except Exception as err:
-            raise StoreError(f"cannot open {path} for writing: {err}") from err
+        self.group = _open_for_writing(path)
         attrs = dict(self.group.attrs)
         self.frame_vars = tuple(attrs["frame_vars"])
         self.frame_dtype = np.dtype(attrs.get("frame_dtype", "float64"))
@@ -453,13 +458,8 @@ class TrainsetWriter:
     """Chunk-aligned writes of training samples, each followed by its done marker."""
 
     def __init__(self, path) -> None:
-        import zarr
-
         self.path = Path(path)
-        try:
-            self.group = zarr.open_group(str(path), mode="r+")
-        except Exception as err:
-            raise StoreError(f"cannot open {path} for writing: {err}") from err
+        self.group = _open_for_writing(path)
 
     def done(self, jf: int) -> np.ndarray:
         """Boolean mask of finished samples of filling index ``jf``."""

@@ -33,18 +33,6 @@ def harmonic(T, f, params, device):
 HARMONIC = f"{__name__}:harmonic"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    from cdwdata.ensemble import blas_threads
-
-    old_torch, old_blas = torch.get_num_threads(), blas_threads(1)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_torch)
-    if old_blas is not None:
-        blas_threads(old_blas)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded in-process workers behind a TCP scheduler (fast to start)."""

@@ -52,19 +52,6 @@ HARMONIC = f"{__name__}:harmonic"
 FRAME_VARS = (schema.Q, schema.V, schema.N, schema.FORCE)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch and one BLAS thread: small problems on a shared CPU run 20x faster."""
-    from cdwdata.ensemble import blas_threads
-
-    old_torch, old_blas = torch.get_num_threads(), blas_threads(1)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_torch)
-    if old_blas is not None:
-        blas_threads(old_blas)
-
-
 def _config(**kw) -> QuenchConfig:
     base = dict(L=8, temperatures=(0.1,), fillings=(0.5,), runs=3, steps=60, save_every=10,
                 seed=7, forcefield=HARMONIC)
