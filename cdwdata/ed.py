@@ -143,6 +143,8 @@ def _prepare(Q, backend: str):
     if _is_torch(Q):
         import torch
 
+        if Q.dtype.is_complex or Q.dtype == torch.bool:
+            raise InputError(f"Q must be a real numeric tensor, got dtype {Q.dtype}")
         if not torch.isfinite(Q).all():
             bad = int((~torch.isfinite(Q)).sum())
             raise InputError(f"Q contains {bad} non-finite value(s) (NaN or inf)")

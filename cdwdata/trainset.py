@@ -66,7 +66,14 @@ class TrainsetConfig:
         object.__setattr__(self, "fillings",
                            tuple(check_filling(f) for f in np.atleast_1d(self.fillings)))
         object.__setattr__(self, "T", check_temperature(self.T))
-        for name in ("n_random", "quench_runs"):
+        if len(set(self.fillings)) != len(self.fillings):
+            raise ParameterError(f"f values {self.fillings} must be distinct")
+        lo, hi = (float(x) for x in self.random_sigma)
+        if not (0 < lo <= hi < np.inf):
+            raise ParameterError(f"random_sigma={tuple(self.random_sigma)!r} is not allowed: "
+                                 "need 0 < low <= high, both finite")
+        object.__setattr__(self, "random_sigma", (lo, hi))
+        for name in ("n_random", "quench_runs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not float(value).is_integer() or value < 0:
                 raise ParameterError(f"{name}={value!r} is not allowed: {name} must be an "
