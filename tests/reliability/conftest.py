@@ -2,13 +2,11 @@
 
 Every test in this folder carries ``@pytest.mark.reliability`` (added below), so
 ``pytest -m "not reliability"`` skips the suite and ``pytest tests/reliability`` runs it.
+Bit-for-bit comparisons rely on one BLAS/torch thread in this process (tests/conftest.py) and
+in the ``cdw`` subprocesses (:data:`soak.THREAD_ENV`), as in the Dask workers.
 
 Fixtures
 --------
-one_thread
-    (autouse, session) one torch and one OpenBLAS thread in this process, as the Dask workers
-    and the ``cdw`` subprocesses (:data:`soak.THREAD_ENV`) use: bit-for-bit comparisons need
-    the same BLAS threading everywhere, and spinning BLAS threads are slow on a loaded machine.
 tiny_store
     A finished ``cdw ed-quench`` store (L = 8, 1 run, 3 frames), made once per session; copy
     it before changing anything.
@@ -60,20 +58,6 @@ def _remove_tmp_path_of_passed_tests(request):
     path = getattr(request.node, "funcargs", {}).get("tmp_path")
     if report is not None and report.passed and path is not None:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def one_thread():
-    import torch
-
-    from cdwdata.ensemble import blas_threads
-
-    old_torch, old_blas = torch.get_num_threads(), blas_threads(1)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_torch)
-    if old_blas is not None:
-        blas_threads(old_blas)
 
 
 def tree_hash(path: Path) -> str:
