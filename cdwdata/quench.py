@@ -278,19 +278,28 @@ def _state_arrays(state) -> dict[str, np.ndarray]:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+#: Magnitudes no physical Holstein state reaches (|Q| ~ g/(k - 4 kappa) ~ 10 at most for the
+#: default parameters; the hot start has std(Q) ~ 5): beyond them the integrator has diverged.
+MAX_ABS = {schema.Q: 1e6, schema.V: 1e6, schema.FORCE: 1e8}
+
+
 def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int,
                   frame_vars: Sequence[str] = (), frame_dtype: str = "float64") -> None:
     """Raise BlowUpError if a run has a non-finite value (or one float32 frames cannot hold)."""
     for name, arr in arrays.items():
         bad = ~np.isfinite(arr).all(axis=(-2, -1))
+        limit = MAX_ABS.get(name)
         if frame_dtype == "float32" and name in frame_vars:
+            limit = min(limit or _FLOAT32_MAX, _FLOAT32_MAX)
+        if limit is not None:
             with np.errstate(invalid="ignore"):
-                bad |= (np.abs(arr) > _FLOAT32_MAX).any(axis=(-2, -1))
+                bad |= (np.abs(arr) > limit).any(axis=(-2, -1))
         if bad.any():
             which = [runs[i] for i in np.flatnonzero(bad)]
             raise BlowUpError(
-                f"non-finite {name} at step {step} in run(s) {which}: the integration blew up "
-                "(try a smaller dt); the last good frame is kept in the store"
+                f"non-finite or runaway {name} (|{name}| > {limit:g}) at step {step} in run(s) "
+                f"{which}: the integration blew up (try a smaller dt); the last good frame is "
+                "kept in the store"
             )
 
 

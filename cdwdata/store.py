@@ -138,6 +138,29 @@ def exists(path: str | os.PathLike) -> bool:
     return Path(path).exists()
 
 
+def _atomic_create(path: Path, write) -> None:
+    """Build a store with ``write(tmp_path)`` in a hidden sibling folder, then rename it.
+
+    A kill or a full disk during creation therefore never leaves a half-built store at
+    ``path``: either the complete skeleton is there or nothing is. Leftover temporary folders
+    of earlier, interrupted creations are removed first.
+    """
+    path = Path(path)
+    prefix = f".{path.name}.creating-"
+    for stale in path.parent.glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f"{prefix}{os.getpid()}")
+    try:
+        write(tmp)
+        os.rename(tmp, path)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any],
                       overwrite: bool = False) -> None:
     """Preallocate a trajectory store at ``path`` (metadata only: no chunk is written).
@@ -153,11 +176,8 @@ def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: 
             )
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     ds, encoding = _skeleton(layout, seeds, attrs)
-    try:
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                   encoding=encoding)
-    except OSError as err:
-        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+    _atomic_create(path, lambda tmp: ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3,
+                                                consolidated=False, encoding=encoding))
 
 
 def layout_attrs(layout: TrajectoryLayout) -> dict[str, Any]:
@@ -188,6 +208,21 @@ def update_attrs(path, changes: dict[str, Any]) -> None:
     group.attrs.update(changes)
 
 
+def _check_complete_skeleton(path, attrs: dict[str, Any]) -> None:
+    """StoreError if the trajectory store lacks arrays a resume needs (a damaged store)."""
+    import zarr
+
+    if attrs.get("kind") not in (None, "trajectory"):
+        return
+    need = {schema.FRAMES_DONE, _ckpt("step"), *(_ckpt(v) for v in CKPT_VARS),
+            *attrs.get("frame_vars", [])}
+    have = set(zarr.open_group(str(path), mode="r").array_keys())
+    missing = sorted(need - have)
+    if missing:
+        raise StoreError(f"cannot resume {path}: the store is incomplete (missing "
+                         f"{', '.join(missing)}); replace it with --overwrite")
+
+
 def check_resumable(path, expected: dict[str, Any], check_runs: bool = True) -> None:
     """Raise StoreError unless the store at ``path`` was made with the same settings.
 
@@ -195,6 +230,7 @@ def check_resumable(path, expected: dict[str, Any], check_runs: bool = True) -> 
     ``expected["runs"]`` (the caller then grows the store with :func:`resize_runs`).
     """
     got = read_attrs(path)
+    _check_complete_skeleton(path, got)
     for key in RESUME_KEYS:
         if key in expected and key in got and json.dumps(got[key]) != json.dumps(expected[key]):
             raise StoreError(
@@ -448,10 +484,8 @@ def create_trainset(path, L: int, fillings, sources, runs, steps, T: float,
         schema.Y: (schema.Y, np.arange(L), schema.attrs(schema.Y)),
     }
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    try:
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, consolidated=False)
-    except OSError as err:
-        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+    _atomic_create(path, lambda tmp: ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3,
+                                                consolidated=False))
 
 
 class TrainsetWriter:

@@ -467,9 +467,6 @@ def test_full_disk_while_writing_frames_is_reported_and_resumable(n_writes, tmp_
     soak.compare_stores(tmp_path / "full.zarr", tmp_path / "ref.zarr")
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="cdwdata/store.py create_trajectory "
-                   "leaves a half-created store behind when preallocation fails (ENOSPC), "
-                   "and --resume then dies with KeyError 'frames_done'")
 def test_full_disk_while_creating_the_store_leaves_nothing_or_a_resumable_store(
         tmp_path, cdw, monkeypatch):
     monkeypatch.chdir(tmp_path)

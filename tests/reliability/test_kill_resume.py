@@ -57,10 +57,6 @@ def test_quench_model_ed_killed_and_resumed_equals_uninterrupted(tmp_path):
     _soak(tmp_path, job, kills=1, seed=13)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="cdwdata/store.py (create_trajectory) is not atomic: a "
-                   "kill while the store is being preallocated leaves a store without some "
-                   "arrays, and --resume then dies with a raw KeyError traceback (exit 1)")
 def test_kill_during_store_creation_is_resumable_or_clearly_reported(tmp_path, tiny_store, cdw):
     """The state a SIGKILL inside ``to_zarr(compute=False)`` leaves (seen with real kills):
     the group and some arrays exist, ``frames_done`` and ``ckpt_step`` do not yet."""
