@@ -89,9 +89,9 @@ class EDForceField(ForceField):
         return self._device
 
     def evaluate(self, Q):
-        from cdwdata import ed
-
         import torch
+
+        from cdwdata import ed
 
         if Q.device.type == "cpu":
             # LAPACK through numpy: as fast as torch's and far more robust when the CPU is

@@ -18,7 +18,6 @@ import datetime as _dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
