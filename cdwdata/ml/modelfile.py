@@ -234,6 +234,12 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
             f"{arch.get('r_cut')}), the installed descriptor gives {descriptor.N_FEATURES} "
             f"(r_cut={descriptor.R_CUT}); retrain the model"
         )
+    from cdwdata.ml.model import ACTIVATIONS
+
+    want = ACTIVATIONS.get(card["kind"])
+    if arch.get("activation", want) != want:
+        raise ModelError(f"model {card['name']!r} uses activation {arch.get('activation')!r}; "
+                         f"this cdwdata builds {card['kind']} models with {want!r}: retrain it")
     import torch
 
     with torch.random.fork_rng(devices=[]):  # loading must not advance the global RNG
