@@ -122,7 +122,7 @@ def test_blowup_on_a_worker_is_reported(tmp_path, cluster):
     with pytest.raises(BlowUpError, match="4 of 4 tasks failed"):
         run_ensemble(config, path, client=cluster, progress=False)
     done = store.frames_done(path)
-    assert (done >= 2).all() and (done < config.n_frames).all()
+    assert (done >= 1).all() and (done < config.n_frames).all()
 
 
 def test_gpu_runs_need_gpu_workers(tmp_path, cluster):
