@@ -140,8 +140,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from cdwdata.errors import InputError, ParameterError
-from cdwdata.params import D4_MATRICES, check_configuration, check_size
+from cdwdata.errors import InputError
+from cdwdata.params import D4_MATRICES, check_configuration, check_lattice_shape
 
 __all__ = [
     "FEATURE_NAMES",
@@ -315,12 +315,7 @@ def _check_tensor(Q: Any) -> torch.Tensor:
         raise InputError(f"Q must be a torch.Tensor, got {type(Q).__name__}")
     if not Q.is_floating_point():
         raise InputError(f"Q must have a floating dtype (float32/float64), got {Q.dtype}")
-    if Q.ndim < 2 or Q.shape[-1] != Q.shape[-2]:
-        raise InputError(f"Q must have shape (..., L, L), got {tuple(Q.shape)}")
-    try:
-        check_size(Q.shape[-1])
-    except ParameterError as err:
-        raise InputError(f"Q has shape {tuple(Q.shape)}: {err}") from None
+    check_lattice_shape(Q.shape)
     return Q
 
 

@@ -27,6 +27,7 @@ from cdwdata.params import (
     Lattice,
     check_configuration,
     check_filling,
+    check_lattice_shape,
     check_temperature,
 )
 
@@ -148,7 +149,7 @@ def _prepare(Q, backend: str):
         if not torch.isfinite(Q).all():
             bad = int((~torch.isfinite(Q)).sum())
             raise InputError(f"Q contains {bad} non-finite value(s) (NaN or inf)")
-        check_configuration(np.zeros(Q.shape[-2:]))  # shape checks only
+        check_lattice_shape(Q.shape)
         ops = _Torch()
         Qt = Q.to(torch.float64)
         return ops, Qt.reshape(-1, Q.shape[-1] * Q.shape[-2]), Q.shape[:-2], Q.shape[-1], None

@@ -132,6 +132,17 @@ def check_size(L: Any) -> int:
     return L
 
 
+def check_lattice_shape(shape, name: str = "Q") -> int:
+    """Return L for a shape ``(..., L, L)`` with L even and >= 4, else raise InputError."""
+    shape = tuple(shape)
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise InputError(f"{name} must have shape (..., L, L), got {shape}")
+    try:
+        return check_size(shape[-1])
+    except ParameterError as err:
+        raise InputError(f"{name} has shape {shape}: {err}") from None
+
+
 def check_configuration(Q: Any, name: str = "Q") -> np.ndarray:
     """Validate a batch of lattice configurations.
 
@@ -147,12 +158,7 @@ def check_configuration(Q: Any, name: str = "Q") -> np.ndarray:
     arr = np.asarray(Q)
     if arr.dtype.kind not in "fiu" or arr.dtype == bool:
         raise InputError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
-        raise InputError(f"{name} must have shape (..., L, L), got {arr.shape}")
-    try:
-        check_size(arr.shape[-1])
-    except ParameterError as err:
-        raise InputError(f"{name} has shape {arr.shape}: {err}") from None
+    check_lattice_shape(arr.shape, name)
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())

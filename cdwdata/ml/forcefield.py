@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from cdwdata.errors import InputError, ModelError
+from cdwdata.errors import ModelError
 from cdwdata.forcefields import ForceField
 from cdwdata.ml import modelfile
-from cdwdata.params import HolsteinParams, check_filling, check_size
+from cdwdata.params import HolsteinParams, check_filling, check_lattice_shape
 
 #: Folder of the models shipped with the package.
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -123,12 +123,7 @@ class MLForceField(ForceField):
 
     def predict(self, Q: torch.Tensor) -> torch.Tensor:
         """Network force in the model's dtype and device, ``(..., L, L)``."""
-        if Q.ndim < 2 or Q.shape[-1] != Q.shape[-2]:
-            raise InputError(f"Q must have shape (..., L, L), got {tuple(Q.shape)}")
-        try:
-            check_size(Q.shape[-1])
-        except ValueError as err:
-            raise InputError(f"Q has shape {tuple(Q.shape)}: {err}") from None
+        check_lattice_shape(Q.shape)
         Qm = Q.detach().to(device=self._device, dtype=self.dtype)
         if self.kind == "force":
             with torch.no_grad():
