@@ -23,7 +23,7 @@ import numpy as np
 
 from cdwdata import analysis, schema, store
 from cdwdata._version import __version__
-from cdwdata.errors import StoreError
+from cdwdata.errors import InputError, StoreError
 
 SQ = "Sq"  # radially averaged S(q, t) in the structure-factor store
 
@@ -162,9 +162,21 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
     _write(d_L, out / "domain-size.zarr", overwrite)
     written["domain-size"] = str(out / "domain-size.zarr")
 
-    fit = analysis.growth_exponent(L_c, window=window, n_boot=s.n_boot, seed=s.seed)
+    t_pos = t[t > 0]
+    if s.window is None and ((t_pos >= window[0]) & (t_pos <= window[1])).sum() < 3 \
+            and t_pos.size >= 3:
+        window = (float(t_pos[0]), float(t_pos[-1]))  # short run: fit every frame after t = 0
+    note = ""
+    try:
+        fit = analysis.growth_exponent(L_c, window=window, n_boot=s.n_boot, seed=s.seed)
+    except InputError as err:  # too few frames for any fit: keep the other summaries
+        note = str(err)
+        nan = L_c.isel({schema.RUN: 0, schema.STEP: 0}, drop=True) * np.nan
+        fit = xr.Dataset({analysis.ALPHA: nan, analysis.ALPHA_ERR: nan,
+                          analysis.PREFACTOR: nan})
     fit.attrs.update({**meta, "kind": "growth-exponents", "window": list(window),
-                      "window_units": "time (1/omega units of the model)"})
+                      "window_units": "time (1/omega units of the model)",
+                      "fit_note": note})
     _write(fit, out / "growth-exponents.zarr", overwrite)
     written["growth-exponents"] = str(out / "growth-exponents.zarr")
     return written

@@ -66,3 +66,15 @@ def test_rejects_training_sets(tmp_path):
     store.create_trainset(path, 8, (0.5,), ["random"], [0], [-1], 0.1, {"kind": "training-set"})
     with pytest.raises(StoreError, match="not a trajectory"):
         analyze_store(path, tmp_path / "x")
+
+
+def test_short_run_keeps_summaries_and_reports_why_alpha_is_missing(tmp_path):
+    path = tmp_path / "short.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=2, steps=20,
+                            save_every=10, seed=1), path, progress=False)
+    out = analyze_store(path, tmp_path / "a")
+    growth = xr.open_zarr(out["growth-exponents"], consolidated=False).load()
+    assert np.isnan(growth["alpha"]).all()
+    assert "need >= 3" in growth.attrs["fit_note"]
+    dom = xr.open_zarr(out["domain-size"], consolidated=False)
+    assert dom.sizes[schema.STEP] == 3 and np.isfinite(dom[schema.LDOM]).all()
