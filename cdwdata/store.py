@@ -138,6 +138,18 @@ def exists(path: str | os.PathLike) -> bool:
     return Path(path).exists()
 
 
+def _make_room(path, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` (StoreError, data untouched) or, with ``overwrite``, remove it."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(
+                f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return path
+
+
 def _atomic_create(path: Path, write) -> None:
     """Build a store with ``write(tmp_path)`` in a hidden sibling folder, then rename it.
 
@@ -168,13 +180,7 @@ def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: 
     Raises :class:`StoreError` if ``path`` exists and ``overwrite`` is false; the existing data
     is then left untouched.
     """
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise StoreError(
-                f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
-            )
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path = _make_room(path, overwrite)
     ds, encoding = _skeleton(layout, seeds, attrs)
     _atomic_create(path, lambda tmp: ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3,
                                                 consolidated=False, encoding=encoding))
@@ -456,13 +462,7 @@ def create_trainset(path, L: int, fillings, sources, runs, steps, T: float,
     import dask.array as da
     import xarray as xr
 
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise StoreError(
-                f"{path} already exists: pass --resume to continue it or --overwrite to replace it"
-            )
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path = _make_room(path, overwrite)
     nf, ns = len(fillings), len(sources)
     dims = (schema.F_FILL, schema.SAMPLE, schema.X, schema.Y)
     data = {

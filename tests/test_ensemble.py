@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from storecheck import assert_same, frames
 
 from cdwdata import BlowUpError, HolsteinParams, ParameterError, store
 from cdwdata.cli import main as cdw
@@ -53,30 +54,17 @@ def _config(**kw) -> QuenchConfig:
     return QuenchConfig(**base)
 
 
-def _frames(path) -> dict[str, np.ndarray]:
-    ds = store.open_dataset(path)
-    out = {name: ds[name].values for name in ds.data_vars}
-    out["seed"] = ds["seed"].values
-    return out
-
-
-def _assert_same(a, b) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
 def test_two_workers_write_one_store_and_match_a_single_process(tmp_path, cluster):
     config = _config()
     path = tmp_path / "dask.zarr"
     run_ensemble(config, path, client=cluster, progress=False)
-    got = _frames(path)
+    got = frames(path)
     assert (got["frames_done"] == config.n_frames).all()
     assert np.isfinite(got["Q"]).all() and np.isfinite(got["n"]).all()
     assert store.read_attrs(path)["runs_per_task"] == 1
     ref = tmp_path / "serial.zarr"
     run_quench(config, ref, progress=False)
-    _assert_same(got, _frames(ref))
+    assert_same(got, frames(ref))
 
 
 def test_batched_tasks_and_resume_on_dask(tmp_path, cluster):
@@ -97,22 +85,22 @@ def test_batched_tasks_and_resume_on_dask(tmp_path, cluster):
     with pytest.raises(Kill):
         run_segment(path, config, 0, 0, runs=[2, 3], on_frame=kill)
     run_ensemble(config, path, client=cluster, resume=True, progress=False, runs_per_task=2)
-    _assert_same(_frames(path), _frames(ref))
+    assert_same(frames(path), frames(ref))
 
 
 def test_adding_runs_on_dask_leaves_existing_runs(tmp_path, cluster):
     small = _config(runs=1, forcefield=HARMONIC)
     path = tmp_path / "grow.zarr"
     run_ensemble(small, path, client=cluster, progress=False)
-    before = _frames(path)
+    before = frames(path)
     big = small.replace(runs=3)
     run_ensemble(big, path, client=cluster, resume=True, progress=False)
-    after = _frames(path)
+    after = frames(path)
     for name in ("Q", "n", "frames_done", "seed"):
         np.testing.assert_array_equal(after[name][:, :, :1], before[name], err_msg=name)
     fresh = tmp_path / "fresh.zarr"
     run_ensemble(big, fresh, client=cluster, progress=False)
-    _assert_same(after, _frames(fresh))
+    assert_same(after, frames(fresh))
 
 
 def test_blowup_on_a_worker_is_reported(tmp_path, cluster):
@@ -173,12 +161,12 @@ def test_cli_quench_end_to_end(tmp_path, cluster, capsys):
     assert cdw(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "4/4 runs complete" in info and "kind: trajectory" in info
-    before = _frames(out)
+    before = frames(out)
 
     # refuses to overwrite, data untouched
     assert _cli(*base) == 2
     assert "already exists" in capsys.readouterr().err
-    _assert_same(_frames(out), before)
+    assert_same(frames(out), before)
 
     # resume with other parameters is refused
     assert _cli("--out", out, "--resume", "--steps", 20, "--no-progress") == 2
@@ -189,12 +177,12 @@ def test_cli_quench_end_to_end(tmp_path, cluster, capsys):
     # --resume alone takes every setting from the store; --add-runs grows it
     assert _cli("--out", out, "--resume", "--add-runs", 1, "--scheduler",
                 cluster.scheduler.address, "--no-progress") == 0
-    after = _frames(out)
+    after = frames(out)
     assert after["Q"].shape[2] == 3 and (after["frames_done"] == 3).all()
     np.testing.assert_array_equal(after["Q"][:, :, :2], before["Q"])
     fresh = tmp_path / "fresh.zarr"
     assert _cli(*new_store(fresh, 3)) == 0
-    _assert_same(after, _frames(fresh))
+    assert_same(after, frames(fresh))
 
 
 def test_cli_rejects_bad_combinations(tmp_path):
@@ -248,12 +236,12 @@ def test_cli_ml_model_path_float32_and_resume(tmp_path, cluster, capsys):
     assert attrs["forcefield_attrs"]["0.5"]["model_weights_sha256"]
     ds = store.open_dataset(out)
     assert ds.Q.dtype == np.float32 and np.isfinite(ds.n.values).all()
-    ref = _frames(out)
+    ref = frames(out)
     # a resumed ML run equals the uninterrupted one
     store.TrajectoryWriter(out).mark_frames_done(0, 0, [0, 1], 2)
     assert _cli("--out", out, "--resume", "--scheduler", cluster.scheduler.address,
                 "--no-progress") == 0
-    _assert_same(_frames(out), ref)
+    assert_same(frames(out), ref)
     # ... and refuses a model file that changed since
     _save_random_model(model, seed=1)
     store.TrajectoryWriter(out).mark_frames_done(0, 0, [0, 1], 2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from storecheck import assert_same, frames
 
 from cdwdata import BlowUpError, HolsteinParams, ParameterError, StoreError, schema, store
 from cdwdata.forcefields import ForceField
@@ -60,19 +61,6 @@ def _config(**kw) -> QuenchConfig:
     return QuenchConfig(**base)
 
 
-def _frames(path) -> dict[str, np.ndarray]:
-    ds = store.open_dataset(path)
-    out = {name: ds[name].values for name in ds.data_vars}
-    out["seed"] = ds["seed"].values
-    return out
-
-
-def _assert_same(a, b) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
 class _Kill(Exception):
     pass
 
@@ -87,7 +75,7 @@ def _kill_at(frame_to_kill: int):
 def _reference(tmp_path, config, name="ref.zarr"):
     path = tmp_path / name
     run_quench(config, path, progress=False)
-    return _frames(path)
+    return frames(path)
 
 
 def test_resume_after_interrupt_is_bit_identical(tmp_path):
@@ -103,7 +91,7 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path):
     prepare_store(path, config, resume=True)
     steps = run_segment(path, config, 0, 0)
     assert steps == 3 * (60 - 20)
-    _assert_same(_frames(path), ref)
+    assert_same(frames(path), ref)
 
 
 def test_resume_after_kill_mid_write_is_bit_identical(tmp_path):
@@ -123,7 +111,7 @@ def test_resume_after_kill_mid_write_is_bit_identical(tmp_path):
     g["ckpt_Q"][0, 0, 1, 1] = np.full((8, 8), 123.0)
     writer.mark_frames_done(0, 0, [1], 3)
     run_segment(path, config, 0, 0)
-    _assert_same(_frames(path), ref)
+    assert_same(frames(path), ref)
 
 
 def test_resume_of_runs_at_different_frames_is_bit_identical(tmp_path):
@@ -137,7 +125,7 @@ def test_resume_of_runs_at_different_frames_is_bit_identical(tmp_path):
         run_segment(path, config, 0, 0, runs=[0, 2], on_frame=_kill_at(4))
     assert store.frames_done(path)[0, 0].tolist() == [5, 2, 5]
     run_segment(path, config, 0, 0)
-    _assert_same(_frames(path), ref)
+    assert_same(frames(path), ref)
 
 
 def test_resume_with_ed_is_bit_identical(tmp_path):
@@ -148,7 +136,7 @@ def test_resume_with_ed_is_bit_identical(tmp_path):
     with pytest.raises(_Kill):
         run_segment(path, config, 0, 0, on_frame=_kill_at(1))
     run_segment(path, config, 0, 0)
-    _assert_same(_frames(path), ref)
+    assert_same(frames(path), ref)
 
 
 def test_runs_are_independent_of_their_batch(tmp_path):
@@ -159,20 +147,20 @@ def test_runs_are_independent_of_their_batch(tmp_path):
     prepare_store(path, config)
     for r in (2, 0, 1):
         run_segment(path, config, 0, 0, runs=[r])
-    _assert_same(_frames(path), ref)
+    assert_same(frames(path), ref)
 
 
 def test_adding_runs_leaves_existing_runs_and_equals_a_fresh_store(tmp_path):
     small = _config(runs=2, temperatures=(0.1, 0.3))
     path = tmp_path / "grow.zarr"
     run_quench(small, path, progress=False)
-    before = _frames(path)
+    before = frames(path)
     big = small.replace(runs=5)
     run_quench(big, path, resume=True, progress=False)
-    after = _frames(path)
+    after = frames(path)
     for name in ("Q", "v", "n", "F", "frames_done", "seed"):
         np.testing.assert_array_equal(after[name][:, :, :2], before[name], err_msg=name)
-    _assert_same(after, _reference(tmp_path, big, "fresh.zarr"))
+    assert_same(after, _reference(tmp_path, big, "fresh.zarr"))
     assert store.read_attrs(path)["runs"] == 5
 
 
@@ -224,7 +212,7 @@ def test_float32_compute_and_frames(tmp_path):
     config = _config(compute_dtype="float32", frame_dtype="float32", frame_vars=("Q", "n"))
     a = _reference(tmp_path, config, "a.zarr")
     b = _reference(tmp_path, config, "b.zarr")
-    _assert_same(a, b)
+    assert_same(a, b)
     ds = store.open_dataset(tmp_path / "a.zarr")
     assert ds.Q.dtype == np.float32 and set(ds.data_vars) == {"Q", "n", "frames_done"}
     assert np.isfinite(ds.Q.values).all()
@@ -234,7 +222,7 @@ def test_float32_compute_and_frames(tmp_path):
     with pytest.raises(_Kill):
         run_segment(path, config, 0, 0, on_frame=_kill_at(2))
     run_segment(path, config, 0, 0)
-    _assert_same(_frames(path), a)
+    assert_same(frames(path), a)
 
 
 def test_resume_with_different_parameters_raises(tmp_path):

@@ -150,15 +150,20 @@ def _jsonable(x):
     return x
 
 
+def _read_bytes(path: Path, what: str) -> bytes:
+    """Bytes of ``path``, or ModelError saying the ``what`` is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{what} {path} is missing") from None
+    except OSError as err:
+        raise ModelError(f"cannot read {what} {path}: {err}") from None
+
+
 def read_card(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """Parse the card of the model at ``path``; return ``(card, sha256 of the card file)``."""
     _, cpath = paths(path)
-    try:
-        raw = cpath.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"model card {cpath} is missing") from None
-    except OSError as err:
-        raise ModelError(f"cannot read model card {cpath}: {err}") from None
+    raw = _read_bytes(cpath, "model card")
     try:
         card = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -184,12 +189,7 @@ def read_weights(path: str | os.PathLike, expected_sha256: str | None = None) ->
     from safetensors.torch import load as st_load
 
     wpath, _ = paths(path)
-    try:
-        raw = wpath.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"weights file {wpath} is missing") from None
-    except OSError as err:
-        raise ModelError(f"cannot read weights file {wpath}: {err}") from None
+    raw = _read_bytes(wpath, "weights file")
     if expected_sha256 is not None and sha256_bytes(raw) != expected_sha256:
         raise ModelError(
             f"weights file {wpath} does not match its model card (sha256 differs): the file is "
