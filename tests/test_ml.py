@@ -430,6 +430,65 @@ def test_energy_training_runs(trainset, tmp_path):
     assert ff.kind == "energy" and np.isfinite(ff.forces(np.zeros((8, 8)))).all()
 
 
+# ------------------------------------------------------------------ electronic target
+
+
+@pytest.mark.parametrize("kind", ["force", "energy"])
+def test_electronic_target_adds_the_exact_elastic_force(kind, rng):
+    """With the network's last layer zeroed, the model force is the exact elastic force plus
+    a constant (the output mean): the elastic part is analytic, not learned."""
+    params = HolsteinParams(k=1.3, kappa=0.25)
+    torch.manual_seed(0)
+    m = ForceModel(kind=kind, target="electronic", params=params).double().eval()
+    m.output_norm.set(torch.tensor(0.4, dtype=torch.float64), torch.tensor(2.0))
+    last = [x for x in m.mlp if isinstance(x, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    Q = rng.normal(size=(2, 8, 8))
+    F = m(torch.as_tensor(Q)).detach().numpy()
+    np.testing.assert_allclose(F, ed.elastic_force(Q, params) + 0.4, atol=1e-12)
+
+
+def test_elastic_site_energy_is_minus_the_elastic_force_potential(rng):
+    m = ForceModel(target="electronic", params=HolsteinParams(kappa=0.22)).double()
+    Q = torch.as_tensor(rng.normal(size=(6, 6)), dtype=torch.float64).requires_grad_(True)
+    (grad,) = torch.autograd.grad(m.elastic_site_energy(Q).sum(), Q)
+    np.testing.assert_allclose(-grad.numpy(), m.elastic_force(Q).detach().numpy(), atol=1e-12)
+
+
+def test_electronic_target_trains_saves_and_scores_the_total_force(trainset, tmp_path):
+    from cdwdata.ml.train import load_trainset, train
+
+    res = train(trainset, F_FILL, tmp_path / "el", target="electronic", epochs=2,
+                batch_size=128, seed=1, progress=False)
+    card = res["card"]
+    assert card["architecture"]["target"] == "electronic"
+    assert card["training"]["target"] == "electronic"
+    ff = load_model(tmp_path / "el")
+    td = load_trainset(trainset, F_FILL)
+    pos = np.flatnonzero(np.isin(td.sample, card["split"]["test"]))
+    F_ml = ff.forces(td.Q[pos])
+    rmse = float(np.sqrt(np.mean((F_ml - td.F[pos]) ** 2)))  # scored on the TOTAL force
+    assert rmse == pytest.approx(card["metrics"]["test"]["rmse"], rel=1e-4, abs=1e-5)
+    # the density recovered from the force law is the network's electronic output
+    n = ff.density(td.Q[pos])
+    np.testing.assert_allclose((n - 0.5) * td.params.g,
+                               F_ml - ed.elastic_force(td.Q[pos], td.params), atol=1e-4)
+
+
+def test_electronic_model_with_other_elastic_constants_refuses_to_load(tmp_path):
+    m = ForceModel(target="electronic", params=HolsteinParams(k=2.0)).float().eval()
+    modelfile.save(m, tmp_path / "el", {"params": HolsteinParams().to_dict(),
+                                        "filling": F_FILL, "electron_T": T_EL})
+    with pytest.raises(ModelError, match="elastic constants"):
+        load_model(tmp_path / "el")
+
+
+def test_unknown_target_raises():
+    with pytest.raises(ModelError, match="target"):
+        ForceModel(target="charge")
+
+
 def test_training_for_a_missing_filling_raises(trainset, tmp_path):
     from cdwdata.ml.train import train
 

@@ -13,6 +13,9 @@ def configure(p) -> None:
                         "name (written to the shipped-models folder cdwdata/ml/models)")
     p.add_argument("--kind", choices=("force", "energy"), default="force",
                    help="direct force model (paper, default) or Behler-Parrinello energy model")
+    p.add_argument("--target", choices=("total", "electronic"), default="total",
+                   help="what the network learns: the total force (paper, default) or only "
+                        "the electronic force g(n - 1/2), the exact elastic force being added")
     p.add_argument("--epochs", type=int, default=500, help="maximum epochs (default 500)")
     p.add_argument("--batch-size", type=int, default=1024,
                    help="sites per minibatch (default 1024)")
@@ -36,7 +39,7 @@ def configure(p) -> None:
 def run(args) -> int:
     from cdwdata.ml.train import train
 
-    res = train(args.data, f=args.f, out=args.out, kind=args.kind, epochs=args.epochs,
+    res = train(args.data, f=args.f, out=args.out, kind=args.kind, target=args.target, epochs=args.epochs,
                 batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                 patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
                 test_fraction=args.test_fraction, device=args.device,

@@ -13,6 +13,19 @@ Two kinds share the same pieces (paper section III):
     energy is ``E = sum_i e_i`` and the force is ``F = -dE/dQ`` by autograd through the
     descriptor. The ``- mu_F Q_i`` term is the constant mean force written as an energy.
 
+Two targets (what the MLP output stands for):
+
+``target="total"`` (the paper)
+    The network output is the total force ``F_i``.
+``target="electronic"``
+    The network output is only the electronic force ``g (n_i - 1/2)``; the elastic force
+    ``-k Q_i - kappa sum_{j nn i} Q_j`` (paper eq. 5), which is known exactly, is added
+    analytically (kind "energy": the elastic energy ``k Q_i^2/2 + kappa Q_i sum_j Q_j / 2`` is
+    added to each site energy). The model still returns the total force. The learned part is
+    bounded by ``g/2`` instead of growing with ``|Q|``, so the same network spends its
+    precision on the electrons. ``k`` and ``kappa`` are a buffer of the model (saved with the
+    weights) and must equal the model card's HolsteinParams.
+
 Architecture (paper appendix B): ``N_FEATURES x 512 x 256 x 64 x 16 x 1`` with ReLU, i.e.
 ``45 x 512 x 256 x 64 x 16 x 1`` for the default cutoff ``r_c = sqrt(13)``.
 """
@@ -30,6 +43,8 @@ from cdwdata.errors import ModelError
 HIDDEN: tuple[int, ...] = (512, 256, 64, 16)
 #: The two kinds of model.
 KINDS = ("force", "energy")
+#: What the network output stands for (see the module docstring).
+TARGETS = ("total", "electronic")
 #: Prefix of the state-dict keys that are NOT saved (the descriptor is code, not weights).
 _DESCRIPTOR_PREFIX = "descriptor."
 
@@ -114,13 +129,21 @@ class ForceModel(nn.Module):
         Hidden layer widths (default: the paper's 512, 256, 64, 16).
     n_features : int, optional
         Input width; must equal ``cdwdata.descriptor.N_FEATURES`` (the default).
+    target : {"total", "electronic"}
+        Whether the network learns the total force (paper) or only the electronic force, the
+        elastic force being added exactly.
+    params : HolsteinParams, optional
+        Gives ``k`` and ``kappa`` of the elastic part (target "electronic" only; default
+        HolsteinParams()).
     """
 
     def __init__(self, kind: str = "force", hidden: Sequence[int] = HIDDEN,
-                 n_features: int | None = None) -> None:
+                 n_features: int | None = None, target: str = "total", params=None) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
+        if target not in TARGETS:
+            raise ModelError(f"target={target!r} is not a model target: use one of {TARGETS}")
         desc = _descriptor()
         if n_features is not None and int(n_features) != desc.N_FEATURES:
             raise ModelError(
@@ -136,6 +159,12 @@ class ForceModel(nn.Module):
         self.output_norm = Normalizer(1)
         self.activation = ACTIVATIONS[kind]
         self.mlp = MLP(layer_sizes(self.n_features, hidden), self.activation)
+        self.target = target
+        if target == "electronic":
+            from cdwdata.params import HolsteinParams
+
+            p = params or HolsteinParams()
+            self.register_buffer("elastic", torch.tensor([p.k, p.kappa], dtype=torch.float64))
 
     # --- architecture -----------------------------------------------------------------------
     @property
@@ -146,8 +175,28 @@ class ForceModel(nn.Module):
     def architecture(self) -> dict:
         """JSON-able description used by the model card and to rebuild the model."""
         return {"kind": self.kind, "layers": self.sizes, "activation": self.activation,
-                "descriptor": "cdwdata.descriptor.Descriptor", "n_features": self.n_features,
-                "r_cut": self.r_cut}
+                "target": self.target, "descriptor": "cdwdata.descriptor.Descriptor",
+                "n_features": self.n_features, "r_cut": self.r_cut}
+
+    # --- the exact elastic part (target "electronic") ----------------------------------------
+    def elastic_force(self, Q: torch.Tensor) -> torch.Tensor:
+        """``-k Q_i - kappa sum_{j nn i} Q_j`` for target "electronic", zero for "total"."""
+        if self.target == "total":
+            return torch.zeros_like(Q)
+        from cdwdata.params import Lattice
+
+        k, kappa = self.elastic.to(Q.dtype)
+        return -k * Q - kappa * Lattice.neighbor_sum(Q)
+
+    def elastic_site_energy(self, Q: torch.Tensor) -> torch.Tensor:
+        """``k Q_i^2 / 2 + kappa Q_i sum_{j nn i} Q_j / 2`` (its gradient is minus
+        :meth:`elastic_force`); zero for target "total"."""
+        if self.target == "total":
+            return torch.zeros_like(Q)
+        from cdwdata.params import Lattice
+
+        k, kappa = self.elastic.to(Q.dtype)
+        return 0.5 * Q * (k * Q + kappa * Lattice.neighbor_sum(Q))
 
     # --- the pieces ----------------------------------------------------------------------
     def features(self, Q: torch.Tensor) -> torch.Tensor:
@@ -155,7 +204,8 @@ class ForceModel(nn.Module):
         return self.descriptor(Q)
 
     def head(self, G: torch.Tensor) -> torch.Tensor:
-        """Per-site output from raw features: force (kind "force") or scaled site energy.
+        """Per-site network output from raw features: the learned force (the total force, or the
+        electronic force for target "electronic"; kind "force") or scaled site energy.
 
         ``G (..., n_features)`` -> ``(...)``; for kind "energy" this is ``sigma_F * MLP``
         without the mean-force term (see :meth:`site_energy`).
@@ -169,7 +219,8 @@ class ForceModel(nn.Module):
         """Behler-Parrinello site energies ``e_i`` (..., L, L) (kind "energy" only)."""
         if self.kind != "energy":
             raise ModelError("site energies exist only for kind='energy' models")
-        return self.head(self.features(Q)) - self.output_norm.mean * Q
+        return (self.head(self.features(Q)) - self.output_norm.mean * Q
+                + self.elastic_site_energy(Q))
 
     def energy(self, Q: torch.Tensor) -> torch.Tensor:
         """Total energy ``E = sum_i e_i``, shape ``Q.shape[:-2]`` (kind "energy" only)."""
@@ -182,7 +233,7 @@ class ForceModel(nn.Module):
         when gradients are enabled by the caller, and dropped under ``torch.no_grad()``.
         """
         if self.kind == "force":
-            return self.head(self.features(Q))
+            return self.head(self.features(Q)) + self.elastic_force(Q)
         keep_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             Qg = Q if Q.requires_grad else Q.detach().requires_grad_(True)

@@ -242,8 +242,17 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
                          f"this cdwdata builds {card['kind']} models with {want!r}: retrain it")
     import torch
 
+    from cdwdata.ml.model import TARGETS
+    from cdwdata.params import HolsteinParams
+
+    target = arch.get("target", "total")
+    if target not in TARGETS:
+        raise ModelError(f"model {card['name']!r} has target {target!r}; this cdwdata knows "
+                         f"{TARGETS}")
+    params = HolsteinParams.from_dict(card["params"])
     with torch.random.fork_rng(devices=[]):  # loading must not advance the global RNG
-        model = ForceModel(kind=card["kind"], hidden=layers[1:-1], n_features=n_features)
+        model = ForceModel(kind=card["kind"], hidden=layers[1:-1], n_features=n_features,
+                           target=target, params=params)
     shapes = card.get("weight_shapes")
     if shapes is not None:
         got = {k: list(v.shape) for k, v in tensors.items()}
@@ -252,5 +261,10 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
             raise ModelError(f"weights of {card['name']!r} do not match the shapes its card "
                              f"lists (differ: {bad[:4]})")
     model.load_weights(tensors)
+    if target == "electronic" and not torch.allclose(
+            model.elastic, torch.tensor([params.k, params.kappa], dtype=model.elastic.dtype)):
+        raise ModelError(f"model {card['name']!r}: its elastic constants (k, kappa) = "
+                         f"{model.elastic.tolist()} differ from its card's params "
+                         f"({params.k}, {params.kappa})")
     model.eval()
     return model, card, card_hash

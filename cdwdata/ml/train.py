@@ -31,7 +31,8 @@ from cdwdata import schema
 from cdwdata._version import __version__
 from cdwdata.errors import InputError, ModelError
 from cdwdata.ml import modelfile
-from cdwdata.ml.model import HIDDEN, KINDS, ForceModel
+from cdwdata.ed import elastic_force
+from cdwdata.ml.model import HIDDEN, KINDS, TARGETS, ForceModel
 from cdwdata.params import HolsteinParams, check_filling
 
 #: Learning-rate schedules understood by :func:`train`.
@@ -236,7 +237,7 @@ def _predict_snapshots(model: ForceModel, Q: torch.Tensor, chunk: int = 16) -> t
 
 
 def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
-          epochs: int = 500, batch_size: int = 1024, lr: float = 1e-3,
+          target: str = "total", epochs: int = 500, batch_size: int = 1024, lr: float = 1e-3,
           schedule: str = "plateau", patience: int = 30, lr_patience: int = 8,
           lr_factor: float = 0.5, seed: int = 0, val_fraction: float = 0.1,
           test_fraction: float = 0.1, device: Any = None, hidden=HIDDEN,
@@ -255,6 +256,11 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
         no suffix) is written to the shipped-models folder ``cdwdata/ml/models``.
     kind : {"force", "energy"}
         Direct force model (paper) or Behler-Parrinello energy model.
+    target : {"total", "electronic"}
+        The network learns the total force (paper) or only the electronic force
+        ``F - F_elastic = g (n - 1/2)``, the elastic force being added exactly (see
+        :mod:`cdwdata.ml.model`). Either way the model returns, and is scored on, the total
+        force.
     epochs : int
         Maximum number of epochs (paper: 500).
     batch_size : int
@@ -292,12 +298,14 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
     """
     if kind not in KINDS:
         raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
+    if target not in TARGETS:
+        raise ModelError(f"target={target!r} is not a model target: use one of {TARGETS}")
     if schedule not in SCHEDULES:
         raise InputError(f"schedule={schedule!r}: use one of {SCHEDULES}")
     if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
         raise InputError(f"epochs={epochs}, batch_size={batch_size}, lr={lr}: each must be > 0")
     with torch_threads(threads):
-        return _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience,
+        return _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patience,
                       lr_patience, lr_factor, seed, val_fraction, test_fraction, device, hidden,
                       progress, overwrite, name, command)
 
@@ -316,7 +324,7 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_patience,
+def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patience, lr_patience,
            lr_factor, seed, val_fraction, test_fraction, device, hidden, progress, overwrite,
            name, command):
     from cdwdata.ml.forcefield import _device
@@ -331,14 +339,17 @@ def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_pa
     split = split_samples(td.source, td.run, seed, val_fraction, test_fraction)
     L = td.L
     torch.manual_seed(seed)
-    model = ForceModel(kind=kind, hidden=hidden).to(dev)
+    model = ForceModel(kind=kind, hidden=hidden, target=target, params=td.params).to(dev)
     G = compute_features(model, td.Q, device=dev)  # (S, L, L, nf) float32
     nf = G.shape[-1]
     tr, va, te = (torch.as_tensor(split[k], dtype=torch.long, device=dev)
                   for k in ("train", "val", "test"))
     F_all = torch.as_tensor(td.F, dtype=torch.float32, device=dev)
+    # what the network itself learns: the total force or F - F_elastic (computed in float64)
+    Y_np = td.F - elastic_force(td.Q, td.params) if target == "electronic" else td.F
+    Y_all = torch.as_tensor(Y_np, dtype=torch.float32, device=dev)
     G_tr = G[tr].reshape(-1, nf)
-    F_tr = F_all[tr].reshape(-1)
+    F_tr = Y_all[tr].reshape(-1)
     model.input_norm.set(G_tr.double().mean(0), G_tr.double().std(0))
     model.output_norm.set(F_tr.double().mean(), F_tr.double().std())
     f_std = float(model.output_norm.std)
@@ -365,12 +376,14 @@ def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_pa
         model.eval()
         if len(va) == 0:
             return float("nan")
-        if kind == "force":
+        if kind == "force":  # network output vs network target: same error as the total
             pred = _predict_sites(model, G[va].reshape(-1, nf))
+            true = Y_all[va].reshape(-1)
         else:
             pred = _predict_snapshots(model, Q_all[va]).reshape(-1)
+            true = F_all[va].reshape(-1)
         model.train()
-        d = pred.double() - F_all[va].reshape(-1).double()
+        d = pred.double() - true.double()
         return float(torch.sqrt((d * d).mean()))
 
     history: list[dict[str, float]] = []
@@ -435,11 +448,12 @@ def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_pa
         if len(pos) == 0:
             metrics[key] = {"n_sites": 0, "n_snapshots": 0}
             continue
-        if kind == "force":
-            pred = _predict_sites(model, G[pos].reshape(-1, nf))
+        if kind == "force":  # total force = network output + exact elastic part
+            pred = _predict_sites(model, G[pos].reshape(-1, nf)).double().cpu().numpy() \
+                + (td.F[split[key]] - Y_np[split[key]]).reshape(-1)
         else:
-            pred = _predict_snapshots(model, Q_all[pos]).reshape(-1)
-        m = errors(pred.double().cpu().numpy(), td.F[split[key]].reshape(-1))
+            pred = _predict_snapshots(model, Q_all[pos]).reshape(-1).double().cpu().numpy()
+        m = errors(pred, td.F[split[key]].reshape(-1))
         m["n_snapshots"] = len(pos)
         metrics[key] = m
 
@@ -475,7 +489,11 @@ def _train(data, f, out, kind, epochs, batch_size, lr, schedule, patience, lr_pa
                             "min_lr": lr * 1e-3} if schedule == "plateau" else
                            {"kind": schedule, "min_lr": lr * 1e-3} if schedule == "cosine" else
                            {"kind": "none"},
-            "loss": "MSE of the total force per site (in units of the force std)",
+            "loss": ("MSE of the total force per site (in units of the force std)"
+                     if target == "total" else
+                     "MSE of the electronic force F - F_elastic per site (in units of its "
+                     "std); the elastic force is exact"),
+            "target": target,
             "seed": seed, "device": str(dev), "dtype": "float32",
             "torch_threads": torch.get_num_threads(),
             "feature_time_s": feature_time, "time_s": train_time,
