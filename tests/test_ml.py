@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdwdata import HolsteinParams, Lattice, ModelError, ed, store
 from cdwdata.ml import modelfile
@@ -386,7 +388,7 @@ def test_training_writes_a_complete_card(trained, trainset):
     assert card["descriptor"] == {"module": "cdwdata.descriptor", "r_cut": 13 ** 0.5,
                                   "n_features": 45}
     split = card["split"]
-    assert split["test_by"] == "run"
+    assert split["test_by"] == "run" and split["val_by"] == "run"
     test = set(split["test"])
     assert test and test <= set(range(16, 24))  # quench snapshots only
     assert not test & set(split["train"]) and not set(split["val"]) & set(split["train"])
@@ -428,6 +430,32 @@ def test_energy_training_runs(trainset, tmp_path):
     assert res["card"]["kind"] == "energy" and np.isfinite(res["metrics"]["val"]["rmse"])
     ff = load_model(tmp_path / "bp")
     assert ff.kind == "energy" and np.isfinite(ff.forces(np.zeros((8, 8)))).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_random=st.integers(0, 12), runs=st.integers(0, 9), per_run=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_split_is_a_partition_and_whole_runs_stay_together(n_random, runs, per_run, seed):
+    from cdwdata.ml.train import split_samples
+
+    source = np.array(["random"] * n_random + ["quench"] * (runs * per_run))
+    run = np.array(list(range(n_random)) + [r for r in range(runs) for _ in range(per_run)])
+    if len(source) < 2:
+        return
+    try:
+        sp = split_samples(source, run, seed)
+    except ValueError:  # nothing left to train on: only for tiny sets
+        assert len(source) <= 3
+        return
+    parts = [set(sp[k].tolist()) for k in ("train", "val", "test")]
+    assert sum(map(len, parts)) == len(source) and set.union(*parts) == set(range(len(source)))
+    qruns = {k: set(run[sp[k]][source[sp[k]] == "quench"].tolist()) for k in sp if
+             k in ("train", "val", "test")}
+    if sp["test_by"] == "run":
+        assert not qruns["test"] & (qruns["train"] | qruns["val"])
+    if sp["val_by"] == "run":
+        assert not qruns["val"] & qruns["train"]
+        assert len(qruns["val"]) >= 1 and len(qruns["train"]) >= 1
 
 
 # ------------------------------------------------------------------ electronic target

@@ -154,11 +154,14 @@ def split_samples(source: np.ndarray, run: np.ndarray, seed: int = 0,
     The test split takes ``round(test_fraction * n_quench)`` quench snapshots (at least one
     when there are two or more and ``test_fraction > 0``); with three or more quench runs it
     takes whole runs (snapshots of one trajectory are correlated). The validation split takes
-    ``max(1, round(val_fraction * rest))`` of the remaining snapshots of any source.
+    ``max(1, round(val_fraction * rest))`` of the remaining snapshots of any source; when the
+    test split is by run and three or more quench runs remain, its quench part is whole runs
+    as well (``val_by = "run"``), so early stopping is not fooled by snapshots that are
+    neighbours in time of training snapshots.
 
     Returns
     -------
-    dict with ``train``, ``val``, ``test`` (sorted position arrays) and ``test_by``
+    dict with ``train``, ``val``, ``test`` (sorted position arrays), ``test_by`` and ``val_by``
     (``"run"`` or ``"snapshot"``).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1):
@@ -183,12 +186,28 @@ def split_samples(source: np.ndarray, run: np.ndarray, seed: int = 0,
         test = rng.permutation(quench)[:n_test].tolist()
     rest = np.setdiff1d(np.arange(S), test)
     n_val = max(1, round(val_fraction * len(rest))) if len(rest) >= 2 else 0
-    val = rng.permutation(rest)[:n_val]
+    rest_quench = np.intersect1d(rest, quench)
+    rest_runs = np.unique(run[rest_quench])
+    val_by = "snapshot"
+    if n_val and val_fraction > 0 and test_by == "run" and len(rest_runs) >= 3:
+        # whole runs here too, so that early stopping sees trajectories it never trained on
+        val_by = "run"
+        n_val_q = max(1, round(val_fraction * len(rest_quench)))
+        val_l: list[int] = []
+        for r in rng.permutation(rest_runs):
+            if len(val_l) >= n_val_q:
+                break
+            val_l.extend(rest_quench[run[rest_quench] == r].tolist())
+        others = np.setdiff1d(rest, rest_quench)
+        n_val_o = round(val_fraction * len(others))
+        val = np.concatenate([val_l, rng.permutation(others)[:n_val_o]]).astype(int)
+    else:
+        val = rng.permutation(rest)[:n_val]
     train = np.setdiff1d(rest, val)
     if train.size == 0:
         raise InputError(f"only {S} snapshot(s): nothing left to train on after the split")
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(np.asarray(test, int)),
-            "test_by": test_by}
+            "test_by": test_by, "val_by": val_by}
 
 
 def errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -476,7 +495,7 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
                      "command": td.attrs.get("command"),
                      "cdwdata_version": td.attrs.get("cdwdata_version")},
         "split": {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
-                  "test_by": split["test_by"], "unit": "whole snapshots (sample index)",
+                  "test_by": split["test_by"], "val_by": split["val_by"], "unit": "whole snapshots (sample index)",
                   **{k: td.sample[split[k]].tolist() for k in ("train", "val", "test")}},
         "training": {
             "epochs": int(epochs), "epochs_run": len(history), "best_epoch": best_epoch,
