@@ -4,7 +4,7 @@ A preset is the whole definition of a reproduction run. Every value in it is wri
 ``pipeline.json`` and, as the JSON attr ``pipeline_config``, into every store the pipeline
 makes (STYLE principle 9), so a store alone says which pipeline settings produced it.
 
-Two presets are built in:
+Three presets are built in:
 
 * ``small``: the whole chain on a 2-core laptop in about two minutes (tiny lattices, a
   handful of ED samples, 3 epochs, a few hundred Langevin steps). Its numbers are a smoke
@@ -12,6 +12,9 @@ Two presets are built in:
 * ``full``: the paper's scale (40x40 ED training sets of 600 snapshots per filling, 200x200
   quenches of 20 000 steps, 40x40 ML vs ED correlations over 30 runs) for a GPU node or a
   Dask cluster.
+* ``cpu``: what one 2-core CPU can do in about half an hour with the shipped models
+  (64x64 quenches of 4000 steps; C(r, t) against the training set's ED quenches). Its
+  results are shipped in ``cdwdata/results/paper-cpu``.
 
 A preset can also be read from a YAML file (:func:`load`): a mapping with the fields of
 :class:`Preset`, nested sections as mappings; missing fields keep the ``small`` defaults
@@ -106,7 +109,10 @@ class CorrelationStage:
     """ML vs ED quenches on a small lattice for C(r, t) = <Q_i Q_j> (paper Fig. 3).
 
     ML and ED runs share seeds, hence hot starts and thermal noise; ``show_steps`` are the
-    steps drawn (each a multiple of ``save_every``).
+    steps drawn (each a multiple of ``save_every``). ``ed_store`` names an existing, complete
+    ED-Langevin trajectory store made with exactly these settings (L, T, fillings, runs,
+    steps, save_every, seed and the model parameters; checked), for example the quenches of
+    an ED training set (``<trainset>-quench.zarr``): it is copied instead of recomputed.
     """
 
     L: int = 12
@@ -117,6 +123,7 @@ class CorrelationStage:
     save_every: int = 20
     show_steps: tuple[int, ...] = (20, 100, 200)
     seed: int = 0
+    ed_store: str = ""  # reuse this ED-Langevin trajectory store instead of recomputing it
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,26 @@ FULL = Preset(
                    "not yet timed end to end, see pipelines/README.md"),
 )
 
-PRESETS = {"small": SMALL, "full": FULL}
+CPU = Preset(
+    name="cpu",
+    description=("reduced scale for one 2-core CPU, run with --use-shipped-models: 64x64 ML "
+                 "quenches of 4000 steps (t = 200), 2 runs per cell; ML vs ED C(r,t) on 40x40 "
+                 "against the 15 ED-Langevin quenches per filling of the shipped models' "
+                 "training set (data/trainset-L40-quench.zarr); the results shipped in "
+                 "cdwdata/results/paper-cpu were made with it"),
+    trainset=TrainsetStage(L=40, T=0.1, n_random=200, quench_runs=15, quench_steps=300,
+                           quench_save_every=10, seed=0),
+    training=TrainingStage(kind="force", epochs=40, batch_size=1024, lr=1e-3,
+                           schedule="plateau", patience=8, seed=0),
+    quench=QuenchStage(L=64, steps=4000, save_every=40, runs=2, seed=0),
+    analysis=AnalysisStage(fit_steps=(400, 4000), n_boot=500),
+    correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=15, steps=300,
+                                 save_every=10, show_steps=(50, 100, 300), seed=0,
+                                 ed_store="data/trainset-L40-quench.zarr"),
+    expected_time="about 35 minutes on a 2-core CPU with --use-shipped-models (measured)",
+)
+
+PRESETS = {"small": SMALL, "full": FULL, "cpu": CPU}
 
 _SECTIONS = {"trainset": TrainsetStage, "training": TrainingStage, "quench": QuenchStage,
              "analysis": AnalysisStage, "correlation": CorrelationStage}

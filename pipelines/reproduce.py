@@ -363,6 +363,10 @@ def correlation_stage(ctx: Context, which: str) -> Stage:
         from cdwdata.ensemble import run_ensemble
         from cdwdata.quench import QuenchConfig
 
+        if ed and c.ed_store:
+            src = reuse_ed_store(Path(c.ed_store), path, c, ctx.params)
+            ctx.tag(path, f"correlation-{which}")
+            return {"runs": c.runs, "copied_from": str(src)}
         cfg = QuenchConfig(L=c.L, temperatures=(c.T,), fillings=tuple(c.fillings), runs=c.runs,
                            steps=c.steps, save_every=c.save_every, seed=c.seed,
                            params=ctx.params, forcefield="ed" if ed else ctx.forcefield,
@@ -385,6 +389,44 @@ def correlation_stage(ctx: Context, which: str) -> Stage:
                  f"f = {', '.join(f'{f:g}' for f in c.fillings)}, {c.runs} runs x {c.steps} steps",
                  cfg, [path], lambda: _frames_complete(path), run,
                  deps=() if ed else ("train",))
+
+
+def reuse_ed_store(src: Path, dest: Path, c, params) -> Path:
+    """Copy the complete ED-Langevin trajectory store ``src`` to ``dest`` after checking that
+    it was made with exactly the settings of the correlation section ``c`` (else
+    PipelineError naming the differences). Returns the resolved source path."""
+    import shutil
+
+    from cdwdata import HolsteinParams, store
+
+    if not (src / "zarr.json").exists():
+        raise PipelineError(f"correlation.ed_store={str(src)!r}: no zarr store there")
+    attrs = store.read_attrs(src)
+    want = {"kind": "trajectory", "forcefield": "ed", "L": c.L, "steps": c.steps,
+            "save_every": c.save_every, "seed": c.seed, "runs": c.runs,
+            "temperatures": [float(c.T)], "fillings": [float(f) for f in c.fillings]}
+    got = {k: attrs.get(k) for k in want}
+    bad = [f"{k}: {got[k]!r} (need {want[k]!r})" for k in want if got[k] != want[k]]
+    try:
+        if not HolsteinParams.from_dict(attrs).matches(params):
+            bad.append(f"params: {attrs.get('params_json')} (need {params.to_dict()})")
+    except Exception as err:  # noqa: BLE001 - any unreadable params is a mismatch
+        bad.append(f"params: {err}")
+    if not {"Q", "n"} <= set(attrs.get("frame_vars", ())):
+        bad.append(f"frame_vars: {attrs.get('frame_vars')} (need Q and n)")
+    if bad:
+        raise PipelineError(f"correlation.ed_store={str(src)!r} was not made with this "
+                            f"preset's correlation settings: {'; '.join(bad)}")
+    if not _frames_complete(src):
+        raise PipelineError(f"correlation.ed_store={str(src)!r} is not complete (some runs "
+                            "lack frames); finish it first (e.g. cdw ed-dataset --resume)")
+    tmp = dest.with_name(f".{dest.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return src.resolve()
 
 
 def catalog_stage(ctx: Context) -> Stage:

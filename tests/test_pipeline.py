@@ -59,6 +59,10 @@ def test_presets_are_complete_and_paper_scale():
     assert full.trainset.n_random + full.trainset.quench_runs * (
         full.trainset.quench_steps // full.trainset.quench_save_every) == 600
     assert small.quench.L <= 24 and small.quench.runs == 2
+    cpu = presets.load("cpu")
+    assert cpu.correlation.ed_store and cpu.correlation.L == cpu.trainset.L == 40
+    assert cpu.correlation.runs == cpu.trainset.quench_runs  # the training set's ED quenches
+    assert cpu.correlation.fillings == cpu.fillings
 
 
 def test_yaml_preset_overrides_and_rejects_unknown_keys(tmp_path):
@@ -210,3 +214,52 @@ def test_resume_continues_a_partial_store(small_run, capsys):
     assert (store.frames_done(path) == n_frames).all()
     after = np.asarray(zarr.open_group(str(path))[schema.N][0, 1, 0, -1])
     np.testing.assert_array_equal(after, before)
+
+
+def test_ed_store_is_reused_only_when_it_matches(small_run, tmp_path):
+    """correlation.ed_store: the training set's ED quenches stand in for the ED correlation
+    runs when (and only when) they were made with the same settings."""
+    from cdwdata import HolsteinParams
+
+    ts = presets.SMALL.trainset
+    src = small_run["out"] / "data" / "trainset-quench.zarr"
+    same = presets.CorrelationStage(L=ts.L, T=ts.T, fillings=presets.SMALL.fillings,
+                                    runs=ts.quench_runs, steps=ts.quench_steps,
+                                    save_every=ts.quench_save_every, show_steps=(),
+                                    seed=ts.seed, ed_store=str(src))
+    dest = tmp_path / "correlation" / "ed.zarr"
+    assert reproduce.reuse_ed_store(src, dest, same, HolsteinParams()) == src.resolve()
+    a, b = store.open_dataset(src), store.open_dataset(dest)
+    np.testing.assert_array_equal(a[schema.Q].values, b[schema.Q].values)
+    import dataclasses
+
+    for change, word in (({"runs": ts.quench_runs + 1}, "runs"), ({"seed": 7}, "seed"),
+                         ({"fillings": (0.5,)}, "fillings"), ({"L": ts.L + 2}, "L")):
+        with pytest.raises(reproduce.PipelineError, match=word):
+            reproduce.reuse_ed_store(src, dest, dataclasses.replace(same, **change),
+                                     HolsteinParams())
+    with pytest.raises(reproduce.PipelineError, match="params"):
+        reproduce.reuse_ed_store(src, dest, same, HolsteinParams(g=3.0))
+    with pytest.raises(reproduce.PipelineError, match="no zarr store"):
+        reproduce.reuse_ed_store(tmp_path / "nothing.zarr", dest, same, HolsteinParams())
+
+
+def test_publish_ships_summaries_not_trajectories(small_run, tmp_path):
+    import publish
+
+    dest = tmp_path / "results" / "small"
+    files = publish.publish(small_run["out"], dest)
+    assert not any("quench" in p.parts or p.name == "trajectory" for p in files)
+    for ens in ("T-scan", "f-scan"):
+        S = store.open_dataset(dest / ens / "structure-factor.zarr")
+        assert "S" not in S and {"Sq", "Sq_mean", "Sq_sem"} <= set(S.data_vars)
+        src = store.open_dataset(small_run["out"] / "analysis" / ens / "structure-factor.zarr")
+        np.testing.assert_array_equal(S["Sq_mean"].values, src["Sq_mean"].values)
+    cat = catalog.build([dest], tmp_path / "cat.yaml")
+    kinds = {catalog.metadata(cat, e)["kind"] for e in catalog.entries(cat)}
+    assert kinds == {"structure-factor", "domain-size", "growth-exponents"}
+    hits = catalog.search(cat, kind="growth-exponents")
+    assert len(hits) == 2
+    g = catalog.read(cat, next(iter(hits)))
+    assert g["alpha"].dims == ("T", "f") and "alpha_err" in g
+    assert (dest / "figures" / "fig7-growth.png").exists() and (dest / "summary.md").exists()
