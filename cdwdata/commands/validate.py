@@ -28,6 +28,9 @@ def run(args) -> int:
         e = r["force"]
         print(f"  {r['model']:24s} force RMSE {e['rmse']:.4g}  MAE {e['mae']:.4g}  "
               f"max {e['max_abs']:.4g}  sigma {e['std']:.4g}")
+        if r.get("force_late", {}).get("n_sites"):
+            lo, hi = r["late_steps"]
+            print(f"  {'':24s} steps {lo}..{hi}: force RMSE {r['force_late']['rmse']:.4g}")
     for key, path in rep["files"].items():
         print(f"wrote {key}: {path}")
     return 0

@@ -90,7 +90,28 @@ def _entry(ff, F_ml, n_ml, td: TrainData, pos) -> dict[str, Any]:
            "force": errors(F_ml, F_ex)}
     if np.isfinite(td.n[pos]).all():
         out["density"] = errors(n_ml, td.n[pos])
+    out.update(errors_by_step(F_ml, F_ex, td.step[pos], td.source[pos]))
     return out
+
+
+def errors_by_step(F_ml: np.ndarray, F_ex: np.ndarray, step: np.ndarray,
+                   source: np.ndarray) -> dict[str, Any]:
+    """Force RMSE of the quench snapshots per Langevin step, and over the last third.
+
+    After a hot start (temperature 5) the lattice cools towards T at the damping rate, so
+    the first steps of a quench are a hot transient and the last third is closest to the
+    coarsening regime the ML dynamics is used for; both are reported.
+    """
+    q = (source == "quench") & (step >= 0)  # step -1: a snapshot of unknown time
+    if not q.any():
+        return {}
+    steps = np.unique(step[q])
+    d2 = (F_ml - F_ex) ** 2
+    by_step = [{"step": int(s), "rmse": float(np.sqrt(d2[q & (step == s)].mean()))}
+               for s in steps]
+    late = q & (step >= steps.max() * 2 / 3)
+    return {"force_by_step": by_step, "late_steps": [int(step[late].min()), int(steps.max())],
+            "force_late": errors(F_ml[late], F_ex[late])}
 
 
 def _plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,
