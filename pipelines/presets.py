@@ -13,7 +13,7 @@ Three presets are built in:
   quenches of 20 000 steps, 40x40 ML vs ED correlations over 30 runs) for a GPU node or a
   Dask cluster.
 * ``cpu``: what one 2-core CPU can do in about half an hour with the shipped models
-  (64x64 quenches of 4000 steps; C(r, t) against the training set's ED quenches). Its
+  (64x64 quenches of 6000 steps; C(r, t) against the training set's ED quenches). Its
   results are shipped in ``cdwdata/results/paper-cpu``.
 
 A preset can also be read from a YAML file (:func:`load`): a mapping with the fields of
@@ -194,7 +194,7 @@ FULL = Preset(
 CPU = Preset(
     name="cpu",
     description=("reduced scale for one 2-core CPU, run with --use-shipped-models: 64x64 ML "
-                 "quenches of 4000 steps (t = 200), 2 runs per cell; ML vs ED C(r,t) on 40x40 "
+                 "quenches of 6000 steps (t = 300), 3 runs per cell; ML vs ED C(r,t) on 40x40 "
                  "against the 15 ED-Langevin quenches per filling of the shipped models' "
                  "training set (data/trainset-L40-quench.zarr); the results shipped in "
                  "cdwdata/results/paper-cpu were made with it"),
@@ -202,8 +202,8 @@ CPU = Preset(
                            quench_save_every=10, seed=0),
     training=TrainingStage(kind="force", epochs=40, batch_size=1024, lr=1e-3,
                            schedule="plateau", patience=8, seed=0),
-    quench=QuenchStage(L=64, steps=4000, save_every=40, runs=2, seed=0),
-    analysis=AnalysisStage(fit_steps=(400, 4000), n_boot=500),
+    quench=QuenchStage(L=64, steps=6000, save_every=60, runs=3, seed=0),
+    analysis=AnalysisStage(fit_steps=(600, 6000), n_boot=500),
     correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=15, steps=300,
                                  save_every=10, show_steps=(50, 100, 300), seed=0,
                                  ed_store="data/trainset-L40-quench.zarr"),

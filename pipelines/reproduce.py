@@ -384,9 +384,11 @@ def correlation_stage(ctx: Context, which: str) -> Stage:
     cfg = {"correlation": _jsonable(c), "params": ctx.preset.params}
     if not ed:
         cfg["models"] = "shipped" if ctx.use_shipped_models else "trained"
+    copied = f" (copied from {c.ed_store})" if ed and c.ed_store else ""
     return Stage(f"correlation-{which}",
                  f"{'ED' if ed else 'ML'}-Langevin quenches for C(r,t): {c.L}x{c.L}, T = {c.T:g}, "
-                 f"f = {', '.join(f'{f:g}' for f in c.fillings)}, {c.runs} runs x {c.steps} steps",
+                 f"f = {', '.join(f'{f:g}' for f in c.fillings)}, {c.runs} runs x {c.steps} "
+                 f"steps{copied}",
                  cfg, [path], lambda: _frames_complete(path), run,
                  deps=() if ed else ("train",))
 
