@@ -71,6 +71,7 @@ class Context:
     workers: int | None = None
     use_shipped_models: bool = False
     resume: bool = False
+    until: str | None = None  # stop after this stage
     progress: bool = False
     command: str = ""
     log: Callable[[str], None] = print
@@ -687,10 +688,17 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     if ctx.use_shipped_models:
         check_shipped_models(ctx)
     stages = build_stages(ctx, lambda: record["stages"])
+    if ctx.until is not None and ctx.until not in [s.name for s in stages]:
+        raise PipelineError(f"--until {ctx.until!r} is not a stage: use one of "
+                            f"{', '.join(s.name for s in stages)}")
     ran: set[str] = set()
     ctx.log(f"cdwdata paper reproduction, preset {ctx.preset.name!r} -> {ctx.out}")
     try:
         for i, stage in enumerate(stages, 1):
+            if i > 1 and stages[i - 2].name == ctx.until:
+                ctx.log(f"stopping after {ctx.until} (--until)")
+                record["stopped_after"] = ctx.until
+                break
             head = f"[{i:2d}/{len(stages)}] {stage.name}"
             entry: dict[str, Any] = {"name": stage.name, "what": stage.what,
                                      "config": stage.config,
@@ -811,6 +819,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue partially written stores (passed through to every store)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--until", default=None, metavar="STAGE",
+                   help="stop after this stage (a later run continues from there)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the stages and whether each would run or be skipped; do nothing")
     return p.parse_args(argv)
@@ -831,7 +841,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python pipelines/reproduce.py " + " ".join(shlex.quote(str(a)) for a in argv_list)
     ctx = Context(preset=preset, out=out, scheduler=args.scheduler, device=args.device,
                   workers=args.workers, use_shipped_models=args.use_shipped_models,
-                  resume=args.resume, progress=args.progress, command=command)
+                  resume=args.resume, progress=args.progress, command=command,
+                  until=args.until)
     from cdwdata.errors import CdwError, StoreError
 
     if args.dry_run:

@@ -263,3 +263,23 @@ def test_publish_ships_summaries_not_trajectories(small_run, tmp_path):
     g = catalog.read(cat, next(iter(hits)))
     assert g["alpha"].dims == ("T", "f") and "alpha_err" in g
     assert (dest / "figures" / "fig7-growth.png").exists() and (dest / "summary.md").exists()
+
+
+def test_until_stops_after_a_stage_and_a_rerun_continues(small_run, tmp_path):
+    """--until: stages after it are not started; the completed ones are skipped later."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(small_run["out"], out)
+    for marker in ("figures", "summary"):
+        (out / ".pipeline" / f"{marker}.json").unlink()
+    lines: list[str] = []
+    ctx = reproduce.Context(preset=presets.SMALL, out=out, command="test", log=lines.append,
+                            until="catalog")
+    record = reproduce.run_pipeline(ctx)
+    assert record["stopped_after"] == "catalog"
+    assert [s["name"] for s in record["stages"]] == STAGES[:STAGES.index("catalog") + 1]
+    assert not (out / ".pipeline" / "figures.json").exists()
+    with pytest.raises(reproduce.PipelineError, match="not a stage"):
+        reproduce.run_pipeline(reproduce.Context(preset=presets.SMALL, out=out,
+                                                 log=lines.append, until="nope"))
