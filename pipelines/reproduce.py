@@ -755,7 +755,11 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     _write_record(ctx, record, t_start)
     if "summary" in ran:  # the summary's timing table includes itself only from here on
         (ctx.out / "summary.md").write_text(summary_markdown(ctx, record["stages"]))
-    ctx.log(f"all stages done in {record['wall_s']:.1f} s: {ctx.out / 'summary.md'}")
+    if "stopped_after" in record:
+        ctx.log(f"stopped after {record['stopped_after']} in {record['wall_s']:.1f} s; run "
+                "again without --until to continue")
+    else:
+        ctx.log(f"all stages done in {record['wall_s']:.1f} s: {ctx.out / 'summary.md'}")
     return record
 
 
