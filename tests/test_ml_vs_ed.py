@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cdwdata import dynamics, noise
-from cdwdata.forcefields import EDForceField
+from cdwdata.ed import elastic_force
+from cdwdata.forcefields import EDForceField, ForceField
 from cdwdata.params import HolsteinParams
 
 ml = pytest.importorskip("cdwdata.ml")
@@ -37,8 +38,8 @@ def test_forces_agree_with_ed(relaxed_state):
     F_ed = ed_ff.forces(state.Q.numpy())
     F_ml = ml_ff.forces(state.Q.numpy())
     rmse = float(np.sqrt(np.mean((F_ml - F_ed) ** 2)))
-    # the shipped (preliminary) model's RMSE is ~0.15 on held-out 40x40 quench snapshots and
-    # ~0.23 here (20x20 adds finite-size effects of the exact electrons); an untrained network
+    # the shipped model's RMSE is 0.136 on held-out 40x40 quench snapshots and
+    # 0.27 here (20x20 adds finite-size effects of the exact electrons); an untrained network
     # of this architecture is off by O(1)
     assert rmse < 0.35, rmse
     n_ed = ed_ff.density(state.Q.numpy())
@@ -46,16 +47,41 @@ def test_forces_agree_with_ed(relaxed_state):
     assert float(np.abs(n_ml - n_ed).mean()) < 0.05
 
 
+class FrozenElectrons(ForceField):
+    """Control: the electron density held at its initial value (no electronic response)."""
+
+    name = "frozen-electrons"
+    f = 0.5
+
+    def __init__(self, n0, params):
+        self.n0 = torch.as_tensor(n0)
+        self.params = params
+
+    def evaluate(self, Q):
+        return elastic_force(Q, self.params) + self.params.g * (self.n0 - 0.5), self.n0.clone()
+
+
 def test_trajectories_stay_close_for_a_short_time(relaxed_state):
+    """Same noise, 50 steps (t = 2.5): ML follows ED far better than ignoring the electrons.
+
+    Measured for the shipped model: rms |Q_ml - Q_ed| = 0.11 against 0.33 for frozen
+    electrons (mean |Q| = 2.7). The worst single site does no better than the control (both
+    about 1.4): it is a site whose electronic level sits at mu, where the 20x20 exact forces
+    also carry finite-size structure a 40x40-trained local model cannot know.
+    """
     p, ed_ff, state = relaxed_state
     ml_ff = ml.load_model("holstein-f0.5", params=p, f=0.5, dtype=torch.float64)
-    s_ml = dynamics.init_state(ml_ff, state.Q, state.v, state.keys, step=state.step)
+    control = FrozenElectrons(ed_ff.density(state.Q.numpy()), p)
+    paths = {name: dynamics.init_state(ff, state.Q, state.v, state.keys, step=state.step)
+             for name, ff in (("ml", ml_ff), ("frozen", control))}
     s_ed = state
-    for _ in range(20):
-        s_ml = dynamics.step(s_ml, ml_ff, 0.1, p)
+    for _ in range(50):
+        paths = {name: dynamics.step(s, ml_ff if name == "ml" else control, 0.1, p)
+                 for name, s in paths.items()}
         s_ed = dynamics.step(s_ed, ed_ff, 0.1, p)
-    dQ = (s_ml.Q - s_ed.Q).abs().max().item()
+    rms = {name: (s.Q - s_ed.Q).pow(2).mean().sqrt().item() for name, s in paths.items()}
     scale = s_ed.Q.abs().mean().item()
-    assert dQ < 0.1 * scale, (dQ, scale)
-    # and the noise really was shared: without the force difference the paths are identical
-    assert torch.equal(torch.tensor(s_ml.step), torch.tensor(s_ed.step))
+    assert rms["ml"] < 0.5 * rms["frozen"], rms
+    assert rms["ml"] < 0.1 * scale, (rms, scale)
+    # and the noise really was shared: the three paths advanced in lockstep
+    assert paths["ml"].step == paths["frozen"].step == s_ed.step
