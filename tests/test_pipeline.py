@@ -65,6 +65,22 @@ def test_presets_are_complete_and_paper_scale():
     assert cpu.correlation.fillings == cpu.fillings
 
 
+def test_cpu_preset_records_how_the_shipped_models_were_trained():
+    """The cpu preset is run with --use-shipped-models: its training section must say how
+    those models were really made (their cards), so rerunning without the flag remakes them."""
+    from cdwdata.ml.forcefield import MODELS_DIR
+
+    cpu = presets.load("cpu")
+    for f in cpu.fillings:
+        card = json.loads((MODELS_DIR / f"holstein-f{f:g}.json").read_text())
+        t = card["training"]
+        assert (t["target"], t["epochs"], t["batch_size"], t["lr"], t["seed"]) == (
+            cpu.training.target, cpu.training.epochs, cpu.training.batch_size, cpu.training.lr,
+            cpu.training.seed), f
+        assert t["lr_schedule"]["kind"] == cpu.training.schedule
+        assert t["patience"] == cpu.training.patience
+
+
 def test_yaml_preset_overrides_and_rejects_unknown_keys(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("base: small\nquench: {runs: 3, T_scan: [0.1, 0.3]}\ntraining: {epochs: 2}\n")
