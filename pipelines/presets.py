@@ -211,7 +211,9 @@ CPU = Preset(
     correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=15, steps=300,
                                  save_every=10, show_steps=(50, 100, 300), seed=0,
                                  ed_store="data/trainset-L40-quench.zarr"),
-    expected_time="about 35 minutes on a 2-core CPU with --use-shipped-models (measured)",
+    expected_time=("about 40-50 minutes on a 2-core CPU with --use-shipped-models (measured: "
+                   "52 min of stage time, 31 of them the T-scan sharing the machine with "
+                   "an ED job; the f-scan alone took 19 min)"),
 )
 
 PRESETS = {"small": SMALL, "full": FULL, "cpu": CPU}

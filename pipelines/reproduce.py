@@ -620,7 +620,14 @@ def summary_markdown(ctx: Context, stages: list[dict]) -> str:
               "(`cdw catalog list --catalog catalog.yaml`).", "",
               "## Stage timings", "", "| stage | status | time (s) |", "| --- | --- | --- |"]
     for s in stages:
-        lines.append(f"| {s['name']} | {s['status']} | {s.get('time_s', 0):.1f} |")
+        if s["status"] == "skipped" and s.get("original_time_s") is not None:
+            # made by an earlier invocation: its own time, not the seconds spent skipping it
+            lines.append(f"| {s['name']} | done earlier | {s['original_time_s']:.1f} |")
+        else:
+            lines.append(f"| {s['name']} | {s['status']} | {s.get('time_s', 0):.1f} |")
+    made = [s.get("original_time_s") if s["status"] == "skipped" else s.get("time_s")
+            for s in stages]
+    lines += ["", f"Total compute time of all stages: {sum(t or 0.0 for t in made):.0f} s."]
     return "\n".join(lines) + "\n"
 
 

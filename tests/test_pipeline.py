@@ -296,6 +296,14 @@ def test_until_stops_after_a_stage_and_a_rerun_continues(small_run, tmp_path):
     assert record["stopped_after"] == "catalog"
     assert [s["name"] for s in record["stages"]] == STAGES[:STAGES.index("catalog") + 1]
     assert not (out / ".pipeline" / "figures.json").exists()
+    # the rest in a second invocation: its summary reports the earlier stages' own times
+    record = reproduce.run_pipeline(reproduce.Context(preset=presets.SMALL, out=out,
+                                                      command="test", log=lines.append))
+    status = {s["name"]: s["status"] for s in record["stages"]}
+    assert status["figures"] == status["summary"] == "ran" and status["train"] == "skipped"
+    made = json.loads((out / ".pipeline" / "train.json").read_text())["time_s"]
+    summary = (out / "summary.md").read_text()
+    assert f"| train | done earlier | {made:.1f} |" in summary
     with pytest.raises(reproduce.PipelineError, match="not a stage"):
         reproduce.run_pipeline(reproduce.Context(preset=presets.SMALL, out=out,
                                                  log=lines.append, until="nope"))
