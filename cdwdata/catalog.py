@@ -315,11 +315,17 @@ def model_metadata(card_path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --- building ----------------------------------------------------------------------------------
-def _entry_name(path: Path, taken: set[str]) -> str:
+def _base_name(path: Path) -> str:
     base = path.name.removesuffix(_STORE_SUFFIX).removesuffix(".json")
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "entry"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "entry"
+
+
+def _entry_name(path: Path, taken: set[str], ambiguous: frozenset[str] = frozenset()) -> str:
+    """Entry name of a store: its file name, prefixed by its folder's name when several of
+    the catalogued stores share that file name (``T-scan-domain-size``, ``f-scan-...``)."""
+    base = _base_name(path)
     name = base
-    if name in taken:
+    if name in taken or base in ambiguous:
         name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', path.parent.name)}-{base}"
     i = 2
     while name in taken:
@@ -407,6 +413,8 @@ def build(paths_or_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
         "cdwdata_catalog": 1,
     })
     taken: set[str] = set()
+    bases = [_base_name(path) for path in stores]
+    ambiguous = frozenset(b for b in bases if bases.count(b) > 1)
     found = 0
     for path in stores:
         try:
@@ -417,7 +425,7 @@ def build(paths_or_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
             warnings.warn(f"skipping {path}: {err}", stacklevel=2)
             continue
         meta["path"] = _relative_path(path, out.parent)
-        cat[_entry_name(path, taken)] = _store_reader(path, out.parent, meta)
+        cat[_entry_name(path, taken, ambiguous)] = _store_reader(path, out.parent, meta)
         found += 1
     for card in cards:
         meta = model_metadata(card)

@@ -241,6 +241,26 @@ def test_analysis_stores_are_classified(tmp_path):
     assert catalog.read(cat, "alpha")["alpha"].values.item() == 0.5
 
 
+def test_same_file_names_in_two_folders_are_both_prefixed(tmp_path):
+    """Two ensembles' analyses (T-scan/, f-scan/) both have growth-exponents.zarr: each entry
+    is named after its folder, neither takes the bare name depending on scan order."""
+    import xarray as xr
+
+    for folder, T in (("T-scan", [0.1, 0.2]), ("f-scan", [0.1])):
+        alpha = xr.DataArray(np.full((len(T), 1), 0.5), dims=("T", "f"),
+                             coords={"T": T, "f": [0.5]})
+        attrs = {"temperatures": T, "fillings": [0.5], "L": 8, "runs": 2, "steps": 10,
+                 "forcefield": "ed", "model": "", "kind": "growth-exponents"}
+        xr.Dataset({"alpha": alpha}, attrs=attrs).to_zarr(
+            tmp_path / folder / "growth-exponents.zarr", zarr_format=3, consolidated=False)
+    xr.Dataset({"alpha": alpha}, attrs=attrs).to_zarr(tmp_path / "f-scan" / "other.zarr",
+                                                      zarr_format=3, consolidated=False)
+    cat = catalog.build(tmp_path, tmp_path / "c.yaml")
+    assert catalog.entries(cat) == ["T-scan-growth-exponents", "f-scan-growth-exponents",
+                                    "other"]
+    assert catalog.metadata(cat, "T-scan-growth-exponents")["T"] == [0.1, 0.2]
+
+
 def test_cli_build_and_list(data_dir, tmp_path, capsys):
     from cdwdata.cli import main
 
