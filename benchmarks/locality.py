@@ -69,7 +69,7 @@ def main() -> None:
     L = ds.sizes["x"]
     rng = np.random.default_rng(args.seed)
     rows = []
-    print(f"| step | t | r_c^2 | rms dF | max dF | RMSE floor | mean dmu |\n"
+    print("| step | t | r_c^2 | rms dF | max dF | RMSE floor | mean dmu |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
     for step in args.steps:
         qa = cell["Q"].sel(step=step).isel(run=args.runs[0]).values.astype(float)

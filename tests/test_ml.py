@@ -541,7 +541,7 @@ def test_validate_uses_the_cards_test_split(trained, trainset, tmp_path):
     td = __import__("cdwdata.ml.train", fromlist=["x"]).load_trainset(trainset, F_FILL)
     counts = [int(np.sum(np.isin(td.sample, rep["samples"]) & (td.step == b["step"])))
               for b in by]
-    total = np.sqrt(sum(c * b["rmse"] ** 2 for c, b in zip(counts, by)) / sum(counts))
+    total = np.sqrt(sum(c * b["rmse"] ** 2 for c, b in zip(counts, by, strict=True)) / sum(counts))
     np.testing.assert_allclose(total, rep["force"]["rmse"], rtol=1e-9)
     assert rep["force_late"]["n_sites"] > 0 and rep["late_steps"][1] == by[-1]["step"]
 

@@ -29,9 +29,9 @@ import torch
 
 from cdwdata import schema
 from cdwdata._version import __version__
+from cdwdata.ed import elastic_force
 from cdwdata.errors import InputError, ModelError
 from cdwdata.ml import modelfile
-from cdwdata.ed import elastic_force
 from cdwdata.ml.model import HIDDEN, KINDS, TARGETS, ForceModel
 from cdwdata.params import HolsteinParams, check_filling
 
