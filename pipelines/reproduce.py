@@ -254,8 +254,7 @@ def train_stage(ctx: Context) -> Stage:
         for f in p.fillings:
             t0 = time.perf_counter()
             res = train(ctx.trainset, f, ctx.model_stem(f), kind=tr.kind, target=tr.target,
-                        epochs=tr.epochs,
-                        batch_size=tr.batch_size, lr=tr.lr, schedule=tr.schedule,
+                        epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr, schedule=tr.schedule,
                         patience=tr.patience, seed=tr.seed, val_fraction=tr.val_fraction,
                         test_fraction=tr.test_fraction, device=ctx.device,
                         progress=ctx.progress, overwrite=True, name=ctx.model_name(f),
