@@ -315,9 +315,12 @@ def model_metadata(card_path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --- building ----------------------------------------------------------------------------------
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
 def _base_name(path: Path) -> str:
-    base = path.name.removesuffix(_STORE_SUFFIX).removesuffix(".json")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "entry"
+    return _safe(path.name.removesuffix(_STORE_SUFFIX).removesuffix(".json")) or "entry"
 
 
 def _entry_name(path: Path, taken: set[str], ambiguous: frozenset[str] = frozenset()) -> str:
@@ -326,7 +329,7 @@ def _entry_name(path: Path, taken: set[str], ambiguous: frozenset[str] = frozens
     base = _base_name(path)
     name = base
     if name in taken or base in ambiguous:
-        name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', path.parent.name)}-{base}"
+        name = f"{_safe(path.parent.name)}-{base}"
     i = 2
     while name in taken:
         name = f"{base}-{i}"

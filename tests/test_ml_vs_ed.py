@@ -72,12 +72,12 @@ def test_trajectories_stay_close_for_a_short_time(relaxed_state):
     p, ed_ff, state = relaxed_state
     ml_ff = ml.load_model("holstein-f0.5", params=p, f=0.5, dtype=torch.float64)
     control = FrozenElectrons(ed_ff.density(state.Q.numpy()), p)
+    fields = {"ml": ml_ff, "frozen": control}
     paths = {name: dynamics.init_state(ff, state.Q, state.v, state.keys, step=state.step)
-             for name, ff in (("ml", ml_ff), ("frozen", control))}
+             for name, ff in fields.items()}
     s_ed = state
     for _ in range(50):
-        paths = {name: dynamics.step(s, ml_ff if name == "ml" else control, 0.1, p)
-                 for name, s in paths.items()}
+        paths = {name: dynamics.step(s, fields[name], 0.1, p) for name, s in paths.items()}
         s_ed = dynamics.step(s_ed, ed_ff, 0.1, p)
     rms = {name: (s.Q - s_ed.Q).pow(2).mean().sqrt().item() for name, s in paths.items()}
     scale = s_ed.Q.abs().mean().item()
