@@ -1,11 +1,18 @@
-"""ED training sets: random configurations plus snapshots of ED-Langevin quenches.
+"""ED training sets: random configurations plus snapshots of Langevin quenches.
 
 For each filling the set holds ``n_random`` random configurations followed by
-``quench_runs * (quench_steps // quench_save_every)`` snapshots of ED-Langevin quenches at
+``quench_runs * (quench_steps // quench_save_every)`` snapshots of Langevin quenches at
 temperature ``T`` (the hot-start frame 0 is skipped). All labels are exact ED forces and
 densities at electron temperature ``T``. The quench trajectories themselves are kept in a
 sibling trajectory store (``<name>-quench.zarr``), so the expensive part resumes frame by
 frame; random samples resume sample by sample (``sample_done`` marker).
+
+The quenches are driven by ED forces (``quench_forcefield="ed"``, the paper's data), or by
+an ML force field (e.g. ``"holstein-f{f}"``), whose snapshots are then labelled by ED: ML
+dynamics reaches the late coarsening regime (thousands of steps) at a small fraction of the
+cost of ED dynamics, and only the saved snapshots need an ED solve. Such snapshots are
+exact labels of configurations that ED dynamics would visit only approximately the same way;
+the store's ``quench_forcefield`` attr says which driver made them.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from cdwdata import noise, schema, store
 from cdwdata._version import __version__
 from cdwdata.errors import ParameterError
 from cdwdata.params import HolsteinParams, check_filling, check_size, check_temperature
-from cdwdata.quench import QuenchConfig
+from cdwdata.quench import QuenchConfig, is_ml
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class TrainsetConfig:
         of random stripes, so that both disordered and CDW-like neighbourhoods are covered.
     seed : int
     params : HolsteinParams
+    quench_forcefield : str
+        What drives the quenches: ``"ed"`` (default) or an ML model name or path (``"{f}"``
+        is replaced by the filling); ML-driven snapshots are labelled by ED afterwards.
     """
 
     L: int = 40
@@ -60,6 +70,7 @@ class TrainsetConfig:
     random_sigma: tuple[float, float] = (0.2, 2.5)
     seed: int = 0
     params: HolsteinParams = field(default_factory=HolsteinParams)
+    quench_forcefield: str = "ed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "L", check_size(self.L))
@@ -81,14 +92,23 @@ class TrainsetConfig:
             object.__setattr__(self, name, int(value))
         if self.n_random + self.quench_runs == 0:
             raise ParameterError("a training set needs n_random > 0 or quench_runs > 0")
+        spec = str(self.quench_forcefield)
+        if not spec or (spec != "ed" and not is_ml(spec)):
+            raise ParameterError(f"quench_forcefield={self.quench_forcefield!r}: use 'ed' or "
+                                 "an ML model name or path (e.g. 'holstein-f{f}')")
         if self.quench_runs:
             self.quench_config()  # checks quench_steps and quench_save_every now
+
+    @property
+    def ml_driven(self) -> bool:
+        """True if the quenches are driven by an ML force field (ED labels afterwards)."""
+        return self.quench_forcefield != "ed"
 
     def quench_config(self) -> QuenchConfig:
         return QuenchConfig(L=self.L, temperatures=(self.T,), fillings=self.fillings,
                             runs=max(self.quench_runs, 1), steps=self.quench_steps,
                             save_every=self.quench_save_every, seed=self.seed,
-                            params=self.params, forcefield="ed")
+                            params=self.params, forcefield=self.quench_forcefield)
 
     def plan(self) -> tuple[list[str], list[int], list[int]]:
         """(source, run, step) of every sample, identical for each filling."""
@@ -109,6 +129,7 @@ class TrainsetConfig:
             "quench_runs": self.quench_runs, "quench_steps": self.quench_steps,
             "quench_save_every": self.quench_save_every,
             "random_sigma": list(self.random_sigma), "seed": self.seed,
+            "quench_forcefield": self.quench_forcefield,
             "params_json": json.dumps(self.params.to_dict(), sort_keys=True),
             "cdwdata_version": __version__,
             "command": command if command is not None else " ".join(sys.argv),
@@ -162,9 +183,45 @@ def random_task(path: str, config: TrainsetConfig, jf: int, samples: list[int]) 
     return count
 
 
+def _quench_samples(config: TrainsetConfig, run: int) -> list[tuple[int, int]]:
+    """(sample, frame) of the training samples taken from quench ``run``."""
+    sources, runs, steps = config.plan()
+    return [(i, steps[i] // config.quench_save_every) for i in range(len(sources))
+            if sources[i] == "quench" and runs[i] == run]
+
+
+def label_task(path: str, config: TrainsetConfig, jf: int, run: int, _after=None) -> int:
+    """Worker side: ED labels for the snapshots of ML-driven quench ``run`` of filling ``jf``.
+
+    ``_after`` only orders the task after the run's trajectory segment (a Dask future).
+    """
+    from cdwdata import ed
+    from cdwdata.ensemble import _set_threads
+
+    _set_threads()
+    qw = store.TrajectoryWriter(quench_store_path(path))
+    tw = store.TrainsetWriter(path)
+    done = tw.done(jf)
+    frames_done = qw.frames_done(0, jf)[run]
+    f = config.fillings[jf]
+    count = 0
+    for sample, frame in _quench_samples(config, run):
+        if done[sample] or frames_done <= frame:
+            continue
+        Q = np.asarray(qw.group[schema.Q][0, jf, run, frame], dtype=float)
+        res = ed.solve(Q, config.T, f, config.params)
+        tw.write_sample(jf, sample, {schema.Q: Q, schema.FORCE: res.F, schema.N: res.n})
+        count += 1
+    return count
+
+
 def collect_quench_samples(path, config: TrainsetConfig) -> int:
-    """Copy finished quench frames into the training set (skips samples already there)."""
-    if config.quench_runs == 0:
+    """Copy finished ED-driven quench frames into the training set (skips samples there).
+
+    ML-driven quenches are labelled by :func:`label_task` instead (their stored forces are
+    the model's, not exact).
+    """
+    if config.quench_runs == 0 or config.ml_driven:
         return 0
     qpath = quench_store_path(path)
     qw = store.TrajectoryWriter(qpath)
@@ -210,8 +267,9 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
         store.check_resumable(path, {"L": config.L, "seed": config.seed,
                                      "params_json": attrs["params_json"]})
         got = store.read_attrs(path)
-        for key in ("fillings", "n_random", "quench_runs", "quench_steps", "quench_save_every"):
-            if json.dumps(got.get(key)) != json.dumps(attrs[key]):
+        for key in ("fillings", "n_random", "quench_runs", "quench_steps", "quench_save_every",
+                    "quench_forcefield"):
+            if json.dumps(got.get(key, "ed")) != json.dumps(attrs[key]):
                 raise store.StoreError(f"cannot resume {path}: it was made with {key}="
                                        f"{got.get(key)!r}, this run asks for {attrs[key]!r}")
     else:
@@ -233,8 +291,12 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
                                          todo[i:i + samples_per_task], pure=False, retries=2))
             if config.quench_runs:
                 for run in range(config.quench_runs):
-                    futures.append(cl.submit(segment_task, str(quench_store_path(path)),
-                                             qconfig, 0, jf, [run], pure=False, retries=2))
+                    seg = cl.submit(segment_task, str(quench_store_path(path)), qconfig, 0, jf,
+                                    [run], pure=False, retries=2)
+                    futures.append(seg)
+                    if config.ml_driven:
+                        futures.append(cl.submit(label_task, str(path), config, jf, run, seg,
+                                                 pure=False, retries=2))
         bar = None
         if progress:
             from tqdm.auto import tqdm

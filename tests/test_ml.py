@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdwdata import HolsteinParams, Lattice, ModelError, ed, store
+from cdwdata import HolsteinParams, InputError, Lattice, ModelError, ed, store
 from cdwdata.ml import modelfile
 from cdwdata.ml.forcefield import MLForceField, list_models, load_model
 from cdwdata.ml.model import ForceModel
@@ -622,3 +622,120 @@ def test_cli_train_and_validate_end_to_end(trainset, tmp_path):
 def test_import_cdwdata_ml_is_light():
     code = "import sys, cdwdata.ml; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ several stores
+
+
+def _memory_trainset(rng, params=None, runs=3, per_run=2, n_random=2, L=L_TRAIN):
+    """In-memory training set: ``n_random`` random + ``runs`` x ``per_run`` quench snapshots."""
+    import xarray as xr
+
+    params = params or HolsteinParams()
+    S = n_random + runs * per_run
+    Q = rng.normal(0.0, 0.8, (S, L, L))
+    res = ed.solve(Q, T_EL, F_FILL, params)
+    dims = ("f", "sample", "x", "y")
+    return xr.Dataset(
+        {"Q": (dims, Q[None]), "F": (dims, res.F[None]), "n": (dims, res.n[None])},
+        coords={"f": [F_FILL], "sample": np.arange(S),
+                "source": ("sample", ["random"] * n_random + ["quench"] * (runs * per_run)),
+                "run": ("sample", list(range(n_random))
+                        + [r for r in range(runs) for _ in range(per_run)]),
+                "step": ("sample", [-1] * n_random + [10 * (i + 1) for _ in range(runs)
+                                                      for i in range(per_run)])},
+        attrs=dict(params.to_dict(), electron_T=T_EL, quench_forcefield="holstein-f{f}"))
+
+
+def test_two_stores_are_split_each_as_if_alone(trainset, rng):
+    from cdwdata.ml.train import load_trainset, split_parts, split_samples
+
+    other = _memory_trainset(rng)
+    td = load_trainset([trainset, other], F_FILL)
+    one = load_trainset(trainset, F_FILL)
+    assert len(td.Q) == len(one.Q) + 8 and len(np.unique(td.sample)) == len(td.sample)
+    q = td.source == "quench"
+    assert not set(td.run[q & (td.part == 0)]) & set(td.run[q & (td.part == 1)])
+    assert [p["quench_forcefield"] for p in td.parts] == ["ed", "holstein-f{f}"]
+    sp, sp1 = split_parts(td, seed=3), split_samples(one.source, one.run, 3)
+    for key in ("train", "val", "test"):
+        mine = sp[key][td.part[sp[key]] == 0]
+        np.testing.assert_array_equal(td.sample[mine], one.sample[sp1[key]])
+        assert (td.part[sp[key]] == 1).any()  # the second store is split too
+    with pytest.raises(InputError, match="made with"):
+        load_trainset([trainset, _memory_trainset(rng, HolsteinParams(g=3.0))], F_FILL)
+
+
+def test_train_and_validate_on_two_stores(trainset, tmp_path, rng):
+    from cdwdata.ml.train import train
+    from cdwdata.ml.validate import validate
+
+    data = [trainset, _memory_trainset(rng)]
+    res = train(data, F_FILL, tmp_path / "two", epochs=1, batch_size=256, seed=3,
+                progress=False)
+    parts = res["card"]["trainset"]["parts"]
+    assert len(parts) == 2 and sum(p["n_samples"] for p in parts) == \
+        res["card"]["trainset"]["n_samples"]
+    rep = validate(res["path"], data, out_dir=tmp_path, plots=False)
+    assert rep["selection"] == "test split of the model card"
+    np.testing.assert_allclose(rep["force"]["rmse"], res["metrics"]["test"]["rmse"], rtol=1e-5)
+    by = rep["by_store"]
+    assert sum(b["n_snapshots"] for b in by) == rep["n_snapshots"]
+    sites = [b["force"]["n_sites"] for b in by]
+    total = np.sqrt(sum(n * b["force"]["rmse"] ** 2 for n, b in zip(sites, by, strict=True))
+                    / sum(sites))
+    np.testing.assert_allclose(total, rep["force"]["rmse"], rtol=1e-9)
+
+
+# ------------------------------------------------------------------ error statistics
+
+
+def test_sigma_fit_is_the_gaussian_core_width_not_moved_by_tails():
+    from cdwdata.ml.train import errors
+
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.003, 0.01, 200_000)
+    clean = errors(d, np.zeros_like(d))
+    np.testing.assert_allclose(clean["sigma_fit"], d.std(), rtol=0.02)
+    assert clean["tail_fraction"] < 1e-4
+    d[:1000] = rng.choice([-3.0, 3.0], 1000)  # 0.5% of sites off by ~g: the RMSE explodes
+    tailed = errors(d, np.zeros_like(d))
+    np.testing.assert_allclose(tailed["sigma_fit"], 0.01, rtol=0.03)
+    np.testing.assert_allclose(tailed["tail_fraction"], 0.005, rtol=0.02)
+    assert tailed["rmse"] > 15 * tailed["sigma_fit"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(1e-4, 1e3), seed=st.integers(0, 2**16))
+def test_sigma_fit_scales_with_the_errors(scale, seed):
+    from cdwdata.ml.train import sigma_fit
+
+    d = np.random.default_rng(seed).standard_t(3, 5000)  # heavy tails
+    m1, s1 = sigma_fit(d)
+    m2, s2 = sigma_fit(scale * d)
+    # equal up to the least-squares fit's own tolerance
+    np.testing.assert_allclose(s2, scale * s1, rtol=1e-4)
+    np.testing.assert_allclose(m2, scale * m1, rtol=1e-4, atol=1e-4 * scale * s1)
+
+
+def test_sigma_fit_of_few_or_equal_values_is_the_plain_std():
+    from cdwdata.ml.train import sigma_fit
+
+    assert sigma_fit(np.array([1.0, 2.0, 4.0])) == (7 / 3, np.std([1.0, 2.0, 4.0]))
+    assert sigma_fit(np.r_[np.zeros(30), 1.0])[1] == np.std(np.r_[np.zeros(30), 1.0])
+
+
+def test_huber_loss_option_is_recorded_and_selects_on_mae(trainset, tmp_path):
+    from cdwdata.ml.train import train
+
+    res = train(trainset, F_FILL, tmp_path / "hub", epochs=3, batch_size=128, seed=3,
+                progress=False, loss="huber", huber_delta=0.1)
+    t = res["card"]["training"]
+    assert (t["loss_function"], t["huber_delta"], t["selected_on"]) == (
+        "huber", 0.1, "validation MAE")
+    assert t["loss"].startswith("Huber")
+    maes = [h["val_mae"] for h in t["history"]]
+    assert t["best_epoch"] == 1 + int(np.argmin(maes))
+    for bad in ({"loss": "l1"}, {"loss": "huber", "huber_delta": 0.0}):
+        with pytest.raises(InputError):
+            train(trainset, F_FILL, tmp_path / "bad", epochs=1, progress=False, **bad)

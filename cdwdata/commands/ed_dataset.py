@@ -14,6 +14,9 @@ def configure(p) -> None:
     p.add_argument("--quench-runs", type=int, default=8, help="ED quenches per filling")
     p.add_argument("--quench-steps", type=int, default=500, help="steps of each quench")
     p.add_argument("--quench-save-every", type=int, default=10, help="snapshot interval")
+    p.add_argument("--quench-forcefield", default="ed",
+                   help="what drives the quenches: 'ed' (default) or an ML model, e.g. "
+                        "'holstein-f{f}' ({f} = the filling); ML-driven snapshots get ED labels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="data/trainset.zarr", help="output zarr store")
     p.add_argument("--scheduler", default=None,
@@ -30,6 +33,7 @@ def run(args) -> int:
     config = TrainsetConfig(L=args.L, fillings=tuple(args.f), T=args.T, n_random=args.random,
                             quench_runs=args.quench_runs, quench_steps=args.quench_steps,
                             quench_save_every=args.quench_save_every, seed=args.seed,
+                            quench_forcefield=args.quench_forcefield,
                             params=params_from(args))
     # generate() checks or creates the stores before it starts (or connects to) the cluster
     path = generate(args.out, config, scheduler=args.scheduler, n_workers=args.workers,

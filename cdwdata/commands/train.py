@@ -6,7 +6,9 @@ from cdwdata.commands import command_line
 
 
 def configure(p) -> None:
-    p.add_argument("--data", required=True, help="ED training store (cdw ed-dataset output)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="ED training store(s) (cdw ed-dataset output); several are joined, "
+                        "each split into train/val/test on its own")
     p.add_argument("--f", type=float, required=True, help="filling fraction to train on")
     p.add_argument("--out", required=True,
                    help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
@@ -24,6 +26,12 @@ def configure(p) -> None:
                    help="learning-rate schedule (default plateau)")
     p.add_argument("--patience", type=int, default=30,
                    help="early stopping: epochs without a better validation RMSE")
+    p.add_argument("--loss", choices=("mse", "huber"), default="mse",
+                   help="mse (paper) or huber: quadratic up to --huber-delta, linear beyond, "
+                        "so that sites whose force is set by the global mu do not dominate; "
+                        "huber keeps the epoch with the smallest validation MAE")
+    p.add_argument("--huber-delta", type=float, default=0.05,
+                   help="Huber threshold in force units (default 0.05)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="fraction of quench snapshots held out for the final report")
@@ -39,11 +47,11 @@ def configure(p) -> None:
 def run(args) -> int:
     from cdwdata.ml.train import train
 
-    res = train(args.data, f=args.f, out=args.out, kind=args.kind, target=args.target, epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-                patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
-                test_fraction=args.test_fraction, device=args.device,
-                progress=not args.no_progress, overwrite=args.overwrite, threads=args.threads,
+    res = train(args.data, f=args.f, out=args.out, kind=args.kind, target=args.target,
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                schedule=args.schedule, patience=args.patience, seed=args.seed,
+                val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                device=args.device, loss=args.loss, huber_delta=args.huber_delta, progress=not args.no_progress, overwrite=args.overwrite, threads=args.threads,
                 command=command_line())
     m = res["metrics"]
     print(f"wrote {res['path']}.safetensors and {res['path']}.json")

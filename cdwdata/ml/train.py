@@ -37,6 +37,11 @@ from cdwdata.params import HolsteinParams, check_filling
 
 #: Learning-rate schedules understood by :func:`train`.
 SCHEDULES = ("plateau", "cosine", "none")
+#: Loss functions: the paper's mean square error, or Huber (quadratic within ``huber_delta``
+#: of the label, linear beyond), which does not let the few sites whose exact force is set by
+#: the global chemical potential (domain-wall levels at mu; no local model can predict them,
+#: see benchmarks/locality.py) dominate the fit of all the others.
+LOSSES = ("mse", "huber")
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,16 @@ class TrainData:
     params : HolsteinParams
     electron_T : float or None
     path : str or None
-        Absolute path of the store (None for an in-memory dataset).
+        Absolute path of the store (None for an in-memory dataset); for several stores their
+        paths joined by ``" + "``.
     attrs : dict
-        Store attrs.
+        Store attrs (of the first store).
+    part : ndarray (S,) int
+        Which store each sample comes from (index into ``parts``; all 0 for one store).
+    parts : tuple of dict
+        Per store: ``path``, ``sha256``, ``n_samples`` and the offsets added to its ``sample``
+        and ``run`` numbers so that they are unique over all stores, plus its provenance
+        attrs (``command``, ``created``, ``quench_forcefield``).
     """
 
     Q: np.ndarray
@@ -73,6 +85,8 @@ class TrainData:
     electron_T: float | None
     path: str | None
     attrs: dict
+    part: np.ndarray | None = None
+    parts: tuple = ()
 
     @property
     def L(self) -> int:
@@ -92,12 +106,68 @@ def _select_filling(ds, f: float):
     return int(hits[0])
 
 
-def load_trainset(data: Any, f: float) -> TrainData:
-    """Read filling ``f`` of a training store (path) or an ``xarray.Dataset``.
+def _provenance(td: TrainData, sample_offset: int = 0, run_offset: int = 0) -> dict[str, Any]:
+    return {"path": td.path, "sha256": td.sha256(), "n_samples": len(td.Q),
+            "sample_offset": sample_offset, "run_offset": run_offset,
+            "sources": {s: int((td.source == s).sum()) for s in np.unique(td.source)},
+            **{k: td.attrs.get(k) for k in ("created", "command", "cdwdata_version")},
+            "quench_forcefield": td.attrs.get("quench_forcefield", "ed")}
 
-    Only completely written samples (``sample_done == 1``) are used. Raises InputError if
-    the filling is absent, nothing is complete, or values are non-finite.
+
+def load_trainset(data: Any, f: float) -> TrainData:
+    """Read filling ``f`` of a training store (path), an ``xarray.Dataset``, or a list of them.
+
+    Only completely written samples (``sample_done == 1``) are used. Several stores (e.g. the
+    ED-driven quenches plus ML-driven late-time snapshots with ED labels) are concatenated:
+    their ``sample`` and ``run`` numbers are shifted so that they stay unique (the offsets
+    are in ``parts``); they must share L, HolsteinParams and the electron temperature.
+    Raises InputError if the filling is absent, nothing is complete, or values are non-finite.
     """
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise InputError("no training store given")
+        if len(data) == 1:
+            return load_trainset(data[0], f)
+        return _concat([load_trainset(d, f) for d in data])
+    td = _load_one(data, f)
+    return TrainData(**{**td.__dict__, "part": np.zeros(len(td.Q), int),
+                        "parts": (_provenance(td),)})
+
+
+def _concat(tds: list[TrainData]) -> TrainData:
+    first = tds[0]
+    for td in tds[1:]:
+        if td.L != first.L:
+            raise InputError(f"{td.path} has L={td.L}, {first.path} has L={first.L}")
+        if not td.params.matches(first.params):
+            raise InputError(f"{td.path} was made with {td.params}, {first.path} with "
+                             f"{first.params}")
+        if (td.electron_T is None) != (first.electron_T is None) or (
+                td.electron_T is not None
+                and not math.isclose(td.electron_T, first.electron_T, abs_tol=1e-12)):
+            raise InputError(f"{td.path} has labels at T={td.electron_T}, {first.path} at "
+                             f"T={first.electron_T}")
+    parts, samples, runs = [], [], []
+    s_off = r_off = 0
+    for td in tds:
+        parts.append(_provenance(td, s_off, r_off))
+        samples.append(td.sample + s_off)
+        runs.append(td.run + r_off)
+        s_off += int(td.sample.max()) + 1
+        r_off += int(td.run.max()) + 1
+    cat = np.concatenate
+    return TrainData(Q=cat([t.Q for t in tds]), F=cat([t.F for t in tds]),
+                     n=cat([t.n for t in tds]), sample=cat(samples),
+                     source=cat([t.source for t in tds]), run=cat(runs),
+                     step=cat([t.step for t in tds]), f=first.f, params=first.params,
+                     electron_T=first.electron_T,
+                     path=(" + ".join(t.path for t in tds)
+                           if all(t.path for t in tds) else None), attrs=first.attrs,
+                     part=cat([np.full(len(t.Q), k) for k, t in enumerate(tds)]),
+                     parts=tuple(parts))
+
+
+def _load_one(data: Any, f: float) -> TrainData:
     import xarray as xr
 
     from cdwdata import store
@@ -210,14 +280,86 @@ def split_samples(source: np.ndarray, run: np.ndarray, seed: int = 0,
             "test_by": test_by, "val_by": val_by}
 
 
+def sigma_fit(d: np.ndarray, width: float = 4.0, iterations: int = 3) -> tuple[float, float]:
+    """Mean and width of a Gaussian fitted to the core of the histogram of ``d``.
+
+    This is the "standard deviation" of the paper's error histograms (Fig. 2): a Gaussian
+    fitted to the histogram, which a few sites far out in the tails do not move, unlike the
+    RMSE. The fit window starts at ``median +/- width * 1.4826 * MAD`` and is refitted
+    ``iterations`` times to ``+/- width`` fitted widths (80 bins). Falls back to the robust
+    (MAD) estimate if the fit fails, and to ``(mean, std)`` for fewer than 20 values or when
+    more than half of them are equal.
+    """
+    from scipy.optimize import curve_fit
+
+    d = np.asarray(d, float).ravel()
+    d = d[np.isfinite(d)]
+    if d.size < 20:
+        return (float(d.mean()), float(d.std())) if d.size else (math.nan, math.nan)
+    mu = float(np.median(d))
+    s = 1.4826 * float(np.median(np.abs(d - mu)))
+    if s == 0.0:
+        return float(d.mean()), float(d.std())
+
+    def gauss(x, a, m, w):
+        return a * np.exp(-0.5 * ((x - m) / w) ** 2)
+
+    for _ in range(int(iterations)):
+        h, e = np.histogram(d, bins=80, range=(mu - width * s, mu + width * s))
+        c = 0.5 * (e[1:] + e[:-1])
+        try:
+            (_, m, w), _ = curve_fit(gauss, c, h.astype(float), p0=(float(h.max()), mu, s),
+                                     maxfev=2000)
+        except (RuntimeError, ValueError):
+            break
+        if not (np.isfinite(m) and np.isfinite(w) and w != 0.0):
+            break
+        mu, s = float(m), abs(float(w))
+    return mu, s
+
+
+def split_parts(td: TrainData, seed: int = 0, val_fraction: float = 0.1,
+                test_fraction: float = 0.1) -> dict:
+    """:func:`split_samples` applied to each store of ``td`` separately, then joined.
+
+    Each store is split as it would be alone (so adding a store never changes which
+    snapshots of the others are held out); ``test_by``/``val_by`` list one entry per store
+    when the stores differ.
+    """
+    part = td.part if td.part is not None else np.zeros(len(td.Q), int)
+    out: dict[str, Any] = {"train": [], "val": [], "test": []}
+    by: dict[str, list[str]] = {"test_by": [], "val_by": []}
+    for k in np.unique(part):
+        pos = np.flatnonzero(part == k)
+        sp = split_samples(td.source[pos], td.run[pos], seed, val_fraction, test_fraction)
+        for key in out:
+            out[key].append(pos[sp[key]])
+        for key in by:
+            by[key].append(sp[key])
+    for key in out:
+        out[key] = np.sort(np.concatenate(out[key]).astype(int))
+    for key, vals in by.items():
+        out[key] = vals[0] if len(set(vals)) == 1 else vals
+    return out
+
+
 def errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE, max |error|, mean and std of ``pred - true`` and the number of sites."""
+    """Error statistics of ``pred - true``: RMSE, MAE, max, mean, std, Gaussian-core width.
+
+    ``sigma_fit`` is the width of a Gaussian fitted to the error histogram (the paper's
+    sigma, Fig. 2; see :func:`sigma_fit`) and ``tail_fraction`` the fraction of sites more
+    than 5 ``sigma_fit`` from its centre: the RMSE is the width of the whole distribution,
+    including those tails.
+    """
     d = np.asarray(pred, float) - np.asarray(true, float)
     if d.size == 0:
         return {"n_sites": 0}
+    centre, width = sigma_fit(d)
+    tail = float(np.mean(np.abs(d - centre) > 5 * width)) if width > 0 else 0.0
     return {"rmse": float(np.sqrt(np.mean(d * d))), "mae": float(np.mean(np.abs(d))),
             "max_abs": float(np.max(np.abs(d))), "mean": float(d.mean()),
-            "std": float(d.std()), "n_sites": int(d.size)}
+            "std": float(d.std()), "sigma_fit": width, "tail_fraction": tail,
+            "n_sites": int(d.size)}
 
 
 def compute_features(model: ForceModel, Q: np.ndarray, chunk: int = 32,
@@ -261,7 +403,8 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
           lr_factor: float = 0.5, seed: int = 0, val_fraction: float = 0.1,
           test_fraction: float = 0.1, device: Any = None, hidden=HIDDEN,
           progress: bool = True, overwrite: bool = False, name: str | None = None,
-          threads: int | None = None, command: str | None = None) -> dict[str, Any]:
+          threads: int | None = None, command: str | None = None, loss: str = "mse",
+          huber_delta: float = 0.05) -> dict[str, Any]:
     """Train an ML force field on filling ``f`` of a training set and save it.
 
     Parameters
@@ -308,6 +451,12 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
         one thread can be several times faster than torch's default.
     command : str, optional
         Command line recorded in the card.
+    loss : {"mse", "huber"}
+        Mean square error of the force (paper, eq. B1), or Huber loss with threshold
+        ``huber_delta`` (force units): quadratic for small errors, linear for large ones.
+        With Huber the kept epoch is the one with the smallest validation MAE.
+    huber_delta : float
+        Threshold of the Huber loss in force units (default 0.05).
 
     Returns
     -------
@@ -319,6 +468,10 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
         raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
     if target not in TARGETS:
         raise ModelError(f"target={target!r} is not a model target: use one of {TARGETS}")
+    if loss not in LOSSES:
+        raise InputError(f"loss={loss!r}: use one of {LOSSES}")
+    if not huber_delta > 0:
+        raise InputError(f"huber_delta={huber_delta} must be > 0")
     if schedule not in SCHEDULES:
         raise InputError(f"schedule={schedule!r}: use one of {SCHEDULES}")
     if int(epochs) < 1 or int(batch_size) < 1 or not lr > 0:
@@ -326,7 +479,7 @@ def train(data: Any, f: float, out: str | os.PathLike, kind: str = "force",
     with torch_threads(threads):
         return _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patience,
                       lr_patience, lr_factor, seed, val_fraction, test_fraction, device, hidden,
-                      progress, overwrite, name, command)
+                      progress, overwrite, name, command, loss, huber_delta)
 
 
 @contextlib.contextmanager
@@ -345,7 +498,7 @@ def torch_threads(n: int | None):
 
 def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patience, lr_patience,
            lr_factor, seed, val_fraction, test_fraction, device, hidden, progress, overwrite,
-           name, command):
+           name, command, loss="mse", huber_delta=0.05):
     from cdwdata.ml.forcefield import _device
 
     dev = _device(device)
@@ -355,7 +508,7 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
         raise ModelError(f"{out_stem} already exists: choose another --out or overwrite it")
     t_start = time.perf_counter()
     td = load_trainset(data, f)
-    split = split_samples(td.source, td.run, seed, val_fraction, test_fraction)
+    split = split_parts(td, seed, val_fraction, test_fraction)
     L = td.L
     torch.manual_seed(seed)
     model = ForceModel(kind=kind, hidden=hidden, target=target, params=td.params).to(dev)
@@ -391,10 +544,18 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
     gen = torch.Generator(device="cpu").manual_seed(seed)
     snaps_per_batch = max(1, int(batch_size) // (L * L))
 
-    def val_rmse() -> float:
+    delta = float(huber_delta) / f_std  # in the network's normalised units
+
+    def loss_fn(pred, y):
+        if loss == "huber":
+            return torch.nn.functional.huber_loss(pred, y, delta=delta)
+        return torch.mean((pred - y) ** 2)
+
+    def val_error() -> tuple[float, float]:
+        """Validation RMSE and MAE (force units)."""
         model.eval()
         if len(va) == 0:
-            return float("nan")
+            return float("nan"), float("nan")
         if kind == "force":  # network output vs network target: same error as the total
             pred = _predict_sites(model, G[va].reshape(-1, nf))
             true = Y_all[va].reshape(-1)
@@ -403,7 +564,7 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
             true = F_all[va].reshape(-1)
         model.train()
         d = pred.double() - true.double()
-        return float(torch.sqrt((d * d).mean()))
+        return float(torch.sqrt((d * d).mean())), float(d.abs().mean())
 
     history: list[dict[str, float]] = []
     best, best_epoch, best_state, bad = math.inf, 0, None, 0
@@ -420,32 +581,36 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
             for i in range(0, n_train_sites, int(batch_size)):
                 idx = perm[i:i + int(batch_size)]
                 pred = model.mlp(X_tr[idx]).squeeze(-1)
-                loss = torch.mean((pred - y_tr[idx]) ** 2)
+                err = pred - y_tr[idx]
+                batch_loss = loss_fn(pred, y_tr[idx])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                total += float((err.detach() ** 2).sum())
                 count += len(idx)
         else:
             perm = tr[torch.randperm(len(tr), generator=gen).to(dev)]
             for i in range(0, len(perm), snaps_per_batch):
                 idx = perm[i:i + snaps_per_batch]
                 pred = model(Q_all[idx])
-                loss = torch.mean(((pred - F_all[idx]) / f_std) ** 2)
+                err = (pred - F_all[idx]) / f_std
+                batch_loss = loss_fn(pred / f_std, F_all[idx] / f_std)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 opt.step()
-                total += loss.item() * idx.numel() * L * L
+                total += float((err.detach() ** 2).sum())
                 count += idx.numel() * L * L
         train_rmse = math.sqrt(total / count) * f_std
-        v = val_rmse()
-        monitor = v if math.isfinite(v) else train_rmse
+        v, v_mae = val_error()
+        # MSE: select on the validation RMSE; Huber: on the validation MAE (a few sites
+        # the loss deliberately down-weights would otherwise decide the epoch)
+        monitor = (v_mae if loss == "huber" else v) if math.isfinite(v) else train_rmse
         if schedule == "plateau":
             sched.step(monitor)
         elif sched is not None:
             sched.step()
         dt = time.perf_counter() - t0
-        rec = {"epoch": epoch, "train_rmse": train_rmse, "val_rmse": v,
+        rec = {"epoch": epoch, "train_rmse": train_rmse, "val_rmse": v, "val_mae": v_mae,
                "lr": opt.param_groups[0]["lr"], "time_s": dt}
         history.append(rec)
         bar.set_postfix(train=f"{train_rmse:.4f}", val=f"{v:.4f}", s_per_epoch=f"{dt:.2f}")
@@ -493,7 +658,8 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
         "trainset": {"path": td.path, "sha256": td.sha256(), "L": L, "n_samples": len(td.Q),
                      "sources": counts, "created": td.attrs.get("created"),
                      "command": td.attrs.get("command"),
-                     "cdwdata_version": td.attrs.get("cdwdata_version")},
+                     "cdwdata_version": td.attrs.get("cdwdata_version"),
+                     **({"parts": list(td.parts)} if len(td.parts) > 1 else {})},
         "split": {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
                   "test_by": split["test_by"], "val_by": split["val_by"], "unit": "whole snapshots (sample index)",
                   **{k: td.sample[split[k]].tolist() for k in ("train", "val", "test")}},
@@ -508,10 +674,13 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
                             "min_lr": lr * 1e-3} if schedule == "plateau" else
                            {"kind": schedule, "min_lr": lr * 1e-3} if schedule == "cosine" else
                            {"kind": "none"},
-            "loss": ("MSE of the total force per site (in units of the force std)"
-                     if target == "total" else
-                     "MSE of the electronic force F - F_elastic per site (in units of its "
-                     "std); the elastic force is exact"),
+            "loss": (("MSE" if loss == "mse" else f"Huber (delta = {huber_delta:g} force units)")
+                     + (" of the total force per site (in units of the force std)"
+                        if target == "total" else
+                        " of the electronic force F - F_elastic per site (in units of its "
+                        "std); the elastic force is exact")),
+            "loss_function": loss, "huber_delta": huber_delta if loss == "huber" else None,
+            "selected_on": "validation MAE" if loss == "huber" else "validation RMSE",
             "target": target,
             "seed": seed, "device": str(dev), "dtype": "float32",
             "torch_threads": torch.get_num_threads(),
