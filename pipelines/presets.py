@@ -59,6 +59,8 @@ class TrainingStage:
     #: what a force model learns: ``"total"`` force (paper) or ``"electronic"`` g(n - 1/2)
     #: with the exact elastic force added (see ``cdw train --target``)
     target: str = "total"
+    #: ``"mse"`` (paper) or ``"huber"`` (see ``cdw train --loss``)
+    loss: str = "mse"
     epochs: int = 3
     batch_size: int = 64
     lr: float = 3e-3
@@ -204,8 +206,10 @@ CPU = Preset(
     trainset=TrainsetStage(L=40, T=0.1, n_random=200, quench_runs=15, quench_steps=300,
                            quench_save_every=10, seed=0),
     # the shipped models' exact training settings (benchmarks/README.md, "Training")
-    training=TrainingStage(kind="force", target="electronic", epochs=40, batch_size=1024,
-                           lr=1e-3, schedule="cosine", patience=40, seed=0),
+    # (the shipped models were trained on this ED set plus ML-driven late-time snapshots with
+    # ED labels, data/trainset-L40-late.zarr: see benchmarks/README.md, "Training")
+    training=TrainingStage(kind="force", target="electronic", loss="huber", epochs=40,
+                           batch_size=1024, lr=1e-3, schedule="cosine", patience=40, seed=0),
     quench=QuenchStage(L=64, steps=6000, save_every=60, runs=3, seed=0),
     analysis=AnalysisStage(fit_steps=(600, 6000), n_boot=500),
     correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=15, steps=300,

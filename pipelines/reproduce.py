@@ -256,7 +256,7 @@ def train_stage(ctx: Context) -> Stage:
             res = train(ctx.trainset, f, ctx.model_stem(f), kind=tr.kind, target=tr.target,
                         epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr, schedule=tr.schedule,
                         patience=tr.patience, seed=tr.seed, val_fraction=tr.val_fraction,
-                        test_fraction=tr.test_fraction, device=ctx.device,
+                        test_fraction=tr.test_fraction, device=ctx.device, loss=tr.loss,
                         progress=ctx.progress, overwrite=True, name=ctx.model_name(f),
                         threads=p.torch_threads, command=ctx.command)
             test = res["metrics"].get("test", {})

@@ -67,7 +67,9 @@ def test_presets_are_complete_and_paper_scale():
 
 def test_cpu_preset_records_how_the_shipped_models_were_trained():
     """The cpu preset is run with --use-shipped-models: its training section must say how
-    those models were really made (their cards), so rerunning without the flag remakes them."""
+    those models were really made (their cards). (The shipped models also saw a second,
+    ML-driven store of late-time snapshots that the pipeline does not make: their cards list
+    it under trainset.parts.)"""
     from cdwdata.ml.forcefield import MODELS_DIR
 
     cpu = presets.load("cpu")
@@ -79,6 +81,7 @@ def test_cpu_preset_records_how_the_shipped_models_were_trained():
             cpu.training.seed), f
         assert t["lr_schedule"]["kind"] == cpu.training.schedule
         assert t["patience"] == cpu.training.patience
+        assert t.get("loss_function", "mse") == cpu.training.loss
 
 
 def test_yaml_preset_overrides_and_rejects_unknown_keys(tmp_path):
