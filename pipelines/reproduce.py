@@ -521,8 +521,16 @@ def build_stages(ctx: Context, timings: Callable[[], list[dict]]) -> list[Stage]
 
 # --- summary -------------------------------------------------------------------------------------
 def _validation_rows(ctx: Context) -> list[str]:
-    rows = ["| f | model | force RMSE | error std sigma (paper) | density RMSE | snapshots |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| f | model | force RMSE | MAE | Gaussian-fit sigma (paper's sigma) | sites in the "
+            "tails (> 5 sigma) | density RMSE | snapshots |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def errs(e: dict) -> str:
+        # sigma_fit: width of a Gaussian fitted to the error histogram (older reports: std)
+        nan = float("nan")
+        return (f"{e.get('rmse', nan):.4f} | {e.get('mae', nan):.4f} | "
+                f"{e.get('sigma_fit', e.get('std', nan)):.4f}")
+
     for f in ctx.preset.fillings:
         paper = PAPER_SIGMA.get(round(f, 6))
         paper_s = f"{paper:.3f}" if paper is not None else "-"
@@ -532,17 +540,20 @@ def _validation_rows(ctx: Context) -> list[str]:
             card = ml.load_model(ctx.model_name(f)).card
             test = (card.get("metrics") or {}).get("test") or {}
             rows.append(f"| {f:g} | {ctx.model_name(f)} (shipped; card test split) | "
-                        f"{test.get('rmse', float('nan')):.4f} | "
-                        f"{test.get('std', float('nan')):.4f} ({paper_s}) | - | "
+                        f"{errs(test)} ({paper_s}) | {_pct(test.get('tail_fraction'))} | - | "
                         f"{test.get('n_snapshots', '-')} |")
             continue
         rep_path = ctx.out / "validation" / f"{ctx.model_name(f)}-validation.json"
         rep = json.loads(rep_path.read_text())
         dens = rep.get("density") or {}
-        rows.append(f"| {f:g} | {rep['model']} | {rep['force']['rmse']:.4f} | "
-                    f"{rep['force']['std']:.4f} ({paper_s}) | {dens.get('rmse', float('nan')):.4f} "
-                    f"| {rep['n_snapshots']} |")
+        rows.append(f"| {f:g} | {rep['model']} | {errs(rep['force'])} ({paper_s}) | "
+                    f"{_pct(rep['force'].get('tail_fraction'))} | "
+                    f"{dens.get('rmse', float('nan')):.4f} | {rep['n_snapshots']} |")
     return rows
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _alpha_rows(ctx: Context) -> list[str]:

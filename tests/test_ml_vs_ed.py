@@ -38,8 +38,8 @@ def test_forces_agree_with_ed(relaxed_state):
     F_ed = ed_ff.forces(state.Q.numpy())
     F_ml = ml_ff.forces(state.Q.numpy())
     rmse = float(np.sqrt(np.mean((F_ml - F_ed) ** 2)))
-    # the shipped model's RMSE is 0.136 on held-out 40x40 quench snapshots and
-    # 0.27 here (20x20 adds finite-size effects of the exact electrons); an untrained network
+    # the shipped model's RMSE is 0.135 on held-out 40x40 ED quench snapshots and
+    # 0.26 here (20x20 adds finite-size effects of the exact electrons); an untrained network
     # of this architecture is off by O(1)
     assert rmse < 0.35, rmse
     n_ed = ed_ff.density(state.Q.numpy())
