@@ -94,10 +94,14 @@ class MLForceField(ForceField):
     card_sha256 : str
         sha256 of the card file (identifies the model exactly, together with its weights).
     model : ForceModel
+    conserve_filling : bool
+        Enforce the sum rule ``sum_i n_i = f N`` of the exact electrons (see :meth:`evaluate`).
     """
 
     def __init__(self, model, card: dict[str, Any], card_sha256: str, device: Any = None,
-                 dtype: Any = torch.float32, path: str | os.PathLike | None = None) -> None:
+                 dtype: Any = torch.float32, path: str | os.PathLike | None = None,
+                 conserve_filling: bool = False) -> None:
+        self.conserve_filling = bool(conserve_filling)
         self.card = card
         self.card_sha256 = card_sha256
         self.name = str(card["name"])
@@ -135,6 +139,15 @@ class MLForceField(ForceField):
 
         ``n = (F - F_elastic)/g + 1/2``. For ``g == 0`` the electrons decouple and
         ``n_i = f`` exactly (translation invariance), which is what is returned.
+
+        With ``conserve_filling`` the densities are corrected so that ``sum_i n_i = f N`` in
+        every configuration, as for the exact electrons, whose chemical potential is fixed by
+        that count: ``n_i += delta w_i`` with ``w_i = n_i (1 - n_i)`` (``n`` clipped to [0, 1];
+        the shape of ``dn_i/dmu`` for a level near mu, so the sites at mu take the
+        correction) and one ``delta`` per configuration, and the force moves by
+        ``g delta w_i``. A local model cannot know mu; without this, doped (f != 1/2) ML
+        dynamics drifts in total density (benchmarks/README.md). The correction is a global
+        sum, O(N), and keeps the D4 and translation covariance.
         """
         F = self.predict(Q).to(device=Q.device, dtype=Q.dtype)
         if self.params.g == 0:
@@ -142,6 +155,13 @@ class MLForceField(ForceField):
         from cdwdata.ed import elastic_force
 
         n = (F - elastic_force(Q.detach(), self.params)) / self.params.g + 0.5
+        if self.conserve_filling:
+            w = n.clamp(0.0, 1.0)
+            w = w * (1.0 - w) + 1e-6  # no site fractional: spread evenly
+            N = Q.shape[-1] * Q.shape[-2]
+            delta = (self.f * N - n.sum((-2, -1), keepdim=True)) / w.sum((-2, -1), keepdim=True)
+            n = n + delta * w
+            F = F + self.params.g * delta * w
         return F, n
 
     def density(self, Q: Any):
@@ -169,6 +189,8 @@ class MLForceField(ForceField):
                "model_card_sha256": self.card_sha256,
                "model_weights_sha256": self.card["weights_sha256"], "f": self.f,
                "ml_dtype": str(self.dtype).removeprefix("torch.")}
+        if self.conserve_filling:
+            out["conserve_filling"] = 1
         if self.electron_T is not None:
             out["electron_T"] = self.electron_T
         return out
@@ -176,7 +198,7 @@ class MLForceField(ForceField):
 
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
                f: float | None = None, device: Any = None,
-               dtype: Any = torch.float32) -> MLForceField:
+               dtype: Any = torch.float32, conserve_filling: bool = False) -> MLForceField:
     """Load a shipped or saved ML force field.
 
     Parameters
@@ -192,6 +214,9 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
         ``"cpu"`` (default) or ``"cuda"`` (only when a GPU is present).
     dtype : torch.float32 (default) or torch.float64
         Precision of the network evaluation.
+    conserve_filling : bool
+        Correct the densities so that ``sum_i n_i = f N`` exactly (see
+        :meth:`MLForceField.evaluate`); off by default (the paper's plain model).
 
     Returns
     -------
@@ -199,7 +224,8 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
     """
     path = resolve(name_or_path)
     model, card, card_hash = modelfile.load(path)
-    ff = MLForceField(model, card, card_hash, device=device, dtype=dtype, path=path)
+    ff = MLForceField(model, card, card_hash, device=device, dtype=dtype, path=path,
+                      conserve_filling=conserve_filling)
     if params is not None:
         if not isinstance(params, HolsteinParams):
             raise ModelError(f"params must be a HolsteinParams, got {type(params).__name__}")
