@@ -226,22 +226,18 @@ def collect_quench_samples(path, config: TrainsetConfig) -> int:
     qpath = quench_store_path(path)
     qw = store.TrajectoryWriter(qpath)
     tw = store.TrainsetWriter(path)
-    sources, runs, steps = config.plan()
     copied = 0
     for jf in range(len(config.fillings)):
         done = tw.done(jf)
         frames_done = qw.frames_done(0, jf)
-        for sample, (src, run, step) in enumerate(zip(sources, runs, steps, strict=True)):
-            if src != "quench" or done[sample]:
-                continue
-            frame = step // config.quench_save_every
-            if frames_done[run] <= frame:
-                continue
-            g = qw.group
-            arrays = {name: np.asarray(g[name][0, jf, run, frame]) for name in
-                      store.TRAINSET_VARS}
-            tw.write_sample(jf, sample, arrays)
-            copied += 1
+        for run in range(config.quench_runs):
+            for sample, frame in _quench_samples(config, run):
+                if done[sample] or frames_done[run] <= frame:
+                    continue
+                arrays = {name: np.asarray(qw.group[name][0, jf, run, frame]) for name in
+                          store.TRAINSET_VARS}
+                tw.write_sample(jf, sample, arrays)
+                copied += 1
     return copied
 
 

@@ -68,7 +68,8 @@ class TrainData:
     part : ndarray (S,) int
         Which store each sample comes from (index into ``parts``; all 0 for one store).
     parts : tuple of dict
-        Per store: ``path``, ``sha256``, ``n_samples`` and the offsets added to its ``sample``
+        Empty for one store (nothing to add to ``path`` and ``sha256()``); for several, per
+        store: ``path``, ``sha256``, ``n_samples`` and the offsets added to its ``sample``
         and ``run`` numbers so that they are unique over all stores, plus its provenance
         attrs (``command``, ``created``, ``quench_forcefield``).
     """
@@ -130,8 +131,7 @@ def load_trainset(data: Any, f: float) -> TrainData:
             return load_trainset(data[0], f)
         return _concat([load_trainset(d, f) for d in data])
     td = _load_one(data, f)
-    return TrainData(**{**td.__dict__, "part": np.zeros(len(td.Q), int),
-                        "parts": (_provenance(td),)})
+    return TrainData(**{**td.__dict__, "part": np.zeros(len(td.Q), int)})
 
 
 def _concat(tds: list[TrainData]) -> TrainData:
@@ -581,8 +581,9 @@ def _train(data, f, out, kind, target, epochs, batch_size, lr, schedule, patienc
             for i in range(0, n_train_sites, int(batch_size)):
                 idx = perm[i:i + int(batch_size)]
                 pred = model.mlp(X_tr[idx]).squeeze(-1)
-                err = pred - y_tr[idx]
-                batch_loss = loss_fn(pred, y_tr[idx])
+                y = y_tr[idx]
+                err = pred - y
+                batch_loss = loss_fn(pred, y)
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
