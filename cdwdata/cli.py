@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ed-quench": ("ed_quench", "ED-Langevin thermal quench runs stored in zarr"),
     "quench": ("quench", "ML-Langevin thermal-quench ensembles (Dask, CPU or GPU)"),
     "ed-dataset": ("ed_dataset", "generate an ED training set (random + quench snapshots)"),
+    "gc-dataset": ("gc_dataset", "grand-canonical training set: exact n_i at many (mu, T)"),
     "train": ("train", "train an ML force field on an ED training set"),
     "validate": ("validate", "validation report of a model on held-out ED snapshots"),
     "analyze": ("analyze", "phi, S(k,t), S(q,t), L(t) and fits of a trajectory store"),

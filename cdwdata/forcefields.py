@@ -96,7 +96,10 @@ class EDForceField(ForceField):
         if Q.device.type == "cpu":
             # LAPACK through numpy: as fast as torch's and far more robust when the CPU is
             # shared (torch's OpenMP threads degrade badly under load).
-            res = ed.solve(Q.detach().double().numpy(), self.T, self.f, self.params)
+            # A float32 hot loop diagonalises in float32 LAPACK (half the time).
+            eig = "float32" if Q.dtype == torch.float32 else "float64"
+            res = ed.solve(Q.detach().double().numpy(), self.T, self.f, self.params,
+                           eig_dtype=eig)
             return (torch.from_numpy(res.F).to(Q.dtype), torch.from_numpy(res.n).to(Q.dtype))
         res = ed.solve(Q, self.T, self.f, self.params)
         return res.F.to(Q.dtype), res.n.to(Q.dtype)

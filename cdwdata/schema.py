@@ -32,6 +32,8 @@ FORCE = "F"  # total force on Q                    (..., x, y)
 PHI = "phi"  # local CDW order parameter, eq. 12   (..., x, y)
 S = "S"  # structure factor S(k,t) or S(q,t)
 LDOM = "L"  # domain size from eq. 15
+MU = "mu"  # chemical potential of a frame or label   (T, f, run, step) or (sample, label)
+T_E = "T_e"  # electron temperature of a grand-canonical label (sample, label)
 FRAMES_DONE = "frames_done"  # resume marker: frames fully written per run (T, f, run)
 
 #: (units, long_name) for each variable and coordinate we write.
@@ -55,6 +57,8 @@ ATTRS: dict[str, tuple[str, str]] = {
     PHI: ("1", "local CDW order parameter"),
     S: ("1", "structure factor of the electron density"),
     LDOM: ("lattice spacing", "CDW domain size"),
+    MU: ("t", "chemical potential"),
+    T_E: ("t", "electron temperature of the label"),
     FRAMES_DONE: ("1", "frames completely written (resume marker)"),
     SEED: ("1", "RNG key of the run"),
     SOURCE: ("1", "origin of the training snapshot"),

@@ -503,3 +503,70 @@ class TrainsetWriter:
         for name in TRAINSET_VARS:
             self.group[name][jf, sample] = arrays[name]
         self.group[SAMPLE_DONE][jf, sample] = 1
+
+
+# --- grand-canonical training sets -------------------------------------------------------------
+
+LABEL = "label"
+GC_PLAN = ("source", "origin", "it", "jf", "run", "frame", "step", "f0")
+
+
+def create_gcset(path, L: int, n_labels: int, plan: dict[str, np.ndarray],
+                 attrs: dict[str, Any], overwrite: bool = False) -> None:
+    """Preallocate a grand-canonical training set (see :mod:`cdwdata.gcdata`).
+
+    Dims ``(sample, x, y)`` for ``Q`` and ``(sample, label, x, y)`` for ``n`` (float32); ``mu``
+    and ``T_e`` on ``(sample, label)``; ``plan`` (:data:`GC_PLAN` arrays) becomes coordinates
+    on ``sample``; ``sample_done (sample)`` marks completely written samples.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    path = _make_room(path, overwrite)
+    ns, K = len(plan["source"]), int(n_labels)
+    S, LB, X, Y = schema.SAMPLE, LABEL, schema.X, schema.Y
+    data = {
+        schema.Q: xr.Variable((S, X, Y), da.full((ns, L, L), np.nan, chunks=(1, L, L)),
+                              attrs=schema.attrs(schema.Q)),
+        schema.N: xr.Variable((S, LB, X, Y),
+                              da.full((ns, K, L, L), np.nan, dtype="float32",
+                                      chunks=(1, K, L, L)),
+                              attrs={"units": "1", "long_name": "exact local electron density "
+                                     "at (mu, T_e)"}),
+        schema.MU: xr.Variable((S, LB), da.full((ns, K), np.nan, chunks=(1, K)),
+                               attrs=schema.attrs(schema.MU)),
+        schema.T_E: xr.Variable((S, LB), da.full((ns, K), np.nan, chunks=(1, K)),
+                                attrs=schema.attrs(schema.T_E)),
+        SAMPLE_DONE: xr.Variable((S,), da.zeros(ns, dtype="int8", chunks=1),
+                                 attrs={"long_name": "sample completely written (resume "
+                                        "marker)", "units": "1"}),
+    }
+    coords = {S: (S, np.arange(ns), schema.attrs(S)),
+              X: (X, np.arange(L), schema.attrs(X)), Y: (Y, np.arange(L), schema.attrs(Y))}
+    for name in GC_PLAN:
+        values = plan[name]
+        if values.dtype.kind in "US":
+            values = values.astype(object)
+        coords[name if name != "source" else schema.SOURCE] = (S, values)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    _atomic_create(path, lambda tmp: ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3,
+                                                consolidated=False))
+
+
+class GCSetWriter:
+    """Chunk-aligned writes of grand-canonical samples, each followed by its done marker."""
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+        self.group = _open_for_writing(path)
+
+    def done(self) -> np.ndarray:
+        return np.asarray(self.group[SAMPLE_DONE][...]).astype(bool)
+
+    def plan(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(self.group[name][...]) for name in GC_PLAN}
+
+    def write_sample(self, sample: int, arrays: dict[str, np.ndarray]) -> None:
+        for name in (schema.Q, schema.N, schema.MU, schema.T_E):
+            self.group[name][sample] = arrays[name]
+        self.group[SAMPLE_DONE][sample] = 1

@@ -94,14 +94,10 @@ class MLForceField(ForceField):
     card_sha256 : str
         sha256 of the card file (identifies the model exactly, together with its weights).
     model : ForceModel
-    conserve_filling : bool
-        Enforce the sum rule ``sum_i n_i = f N`` of the exact electrons (see :meth:`evaluate`).
     """
 
     def __init__(self, model, card: dict[str, Any], card_sha256: str, device: Any = None,
-                 dtype: Any = torch.float32, path: str | os.PathLike | None = None,
-                 conserve_filling: bool = False) -> None:
-        self.conserve_filling = bool(conserve_filling)
+                 dtype: Any = torch.float32, path: str | os.PathLike | None = None) -> None:
         self.card = card
         self.card_sha256 = card_sha256
         self.name = str(card["name"])
@@ -139,15 +135,6 @@ class MLForceField(ForceField):
 
         ``n = (F - F_elastic)/g + 1/2``. For ``g == 0`` the electrons decouple and
         ``n_i = f`` exactly (translation invariance), which is what is returned.
-
-        With ``conserve_filling`` the densities are corrected so that ``sum_i n_i = f N`` in
-        every configuration, as for the exact electrons, whose chemical potential is fixed by
-        that count: ``n_i += delta w_i`` with ``w_i = n_i (1 - n_i)`` (``n`` clipped to [0, 1];
-        the shape of ``dn_i/dmu`` for a level near mu, so the sites at mu take the
-        correction) and one ``delta`` per configuration, and the force moves by
-        ``g delta w_i``. A local model cannot know mu; without this, doped (f != 1/2) ML
-        dynamics drifts in total density (benchmarks/README.md). The correction is a global
-        sum, O(N), and keeps the D4 and translation covariance.
         """
         F = self.predict(Q).to(device=Q.device, dtype=Q.dtype)
         if self.params.g == 0:
@@ -155,13 +142,6 @@ class MLForceField(ForceField):
         from cdwdata.ed import elastic_force
 
         n = (F - elastic_force(Q.detach(), self.params)) / self.params.g + 0.5
-        if self.conserve_filling:
-            w = n.clamp(0.0, 1.0)
-            w = w * (1.0 - w) + 1e-6  # no site fractional: spread evenly
-            N = Q.shape[-1] * Q.shape[-2]
-            delta = (self.f * N - n.sum((-2, -1), keepdim=True)) / w.sum((-2, -1), keepdim=True)
-            n = n + delta * w
-            F = F + self.params.g * delta * w
         return F, n
 
     def density(self, Q: Any):
@@ -189,43 +169,173 @@ class MLForceField(ForceField):
                "model_card_sha256": self.card_sha256,
                "model_weights_sha256": self.card["weights_sha256"], "f": self.f,
                "ml_dtype": str(self.dtype).removeprefix("torch.")}
-        if self.conserve_filling:
-            out["conserve_filling"] = 1
         if self.electron_T is not None:
             out["electron_T"] = self.electron_T
         return out
 
 
+class GrandCanonicalForceField(MLForceField):
+    """A grand-canonical density model (:mod:`cdwdata.ml.gcmodel`) at filling ``f`` and
+    electron temperature ``T``.
+
+    Every call computes the descriptor once per configuration and solves the filling equation
+    ``sum_i n_i(mu) = f N`` for each configuration (:func:`~cdwdata.ml.gcmodel.solve_mu`,
+    relative tolerance :data:`~cdwdata.ml.gcmodel.FILLING_RTOL`); the densities and forces
+    are those at the solved mu, which :attr:`last_mu` keeps (one per configuration) for the
+    caller to store. Calls are pure: the solve starts from the card's mu for this filling,
+    not from a previous call.
+    """
+
+    def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
+                 dtype: Any = torch.float32, path=None) -> None:
+        super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
+        from cdwdata.params import check_temperature
+
+        self.f = check_filling(f)
+        self.T = check_temperature(T)
+        self.electron_T = self.T
+        lo, hi = card["filling_range"]
+        if not lo - 1e-9 <= self.f <= hi + 1e-9:
+            raise ModelError(f"model {self.name!r} was trained on fillings {lo:.3g}..{hi:.3g}; "
+                             f"f={self.f} is outside that range")
+        lo, hi = card["temperature_range"]
+        if not lo - 1e-9 <= self.T <= hi + 1e-9:
+            raise ModelError(f"model {self.name!r} was trained on electron temperatures "
+                             f"{lo:.3g}..{hi:.3g}; T={self.T} is outside that range")
+        import numpy as np
+
+        table = np.asarray(card["mu_by_filling"], dtype=float)
+        self.mu_start = float(np.interp(self.f, table[:, 0], table[:, 1]))
+        self.last_mu = None
+        self.last_residual = None
+        self.last_iterations = 0
+
+    def __repr__(self) -> str:
+        return (f"GrandCanonicalForceField(name={self.name!r}, f={self.f}, T={self.T}, "
+                f"device={str(self._device)!r}, dtype={self.dtype})")
+
+    def solve(self, Q: torch.Tensor):
+        """``(n, mu, residual)`` for ``Q (..., L, L)`` at this filling and temperature."""
+        from cdwdata.ml.gcmodel import solve_mu
+
+        check_lattice_shape(Q.shape)
+        lead, L1, L2 = Q.shape[:-2], Q.shape[-2], Q.shape[-1]
+        Qm = Q.detach().to(device=self._device, dtype=self.dtype).reshape(-1, L1, L2)
+        B = Qm.shape[0]
+        with torch.no_grad():
+            G = self.model.features(Qm)
+            T = torch.full((B,), self.T, dtype=self.dtype, device=self._device)
+
+            def count(mu):
+                n = self.model.site_density(G, mu.to(self.dtype), T)
+                return n.sum((-2, -1), dtype=torch.float64), n
+
+            def slope(n):
+                nd = n.double()
+                return (nd * (1.0 - nd)).sum((-2, -1)) / self.T + 1e-3 * L1 * L2
+
+            target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
+            mu0 = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
+            mu, n, res, it = solve_mu(count, target, mu0, slope)
+        if bool((res.abs() > 1e-4 * target).any()):
+            worst = float(res.abs().max())
+            raise ModelError(f"model {self.name!r} cannot reach filling f={self.f} at T={self.T}"
+                             f" in this configuration (best electron count off by {worst:.3g} "
+                             f"after {it} iterations, mu={mu.tolist()[:4]})")
+        self.last_mu = mu.reshape(lead)
+        self.last_residual = res.reshape(lead)
+        self.last_iterations = it
+        return n.reshape(*lead, L1, L2), self.last_mu, self.last_residual
+
+    def evaluate(self, Q: torch.Tensor):
+        """``(F, n)`` at the solved chemical potential, same dtype and device as ``Q``."""
+        n, _, _ = self.solve(Q)
+        n = n.to(device=Q.device, dtype=Q.dtype)
+        g = self.params.g
+        from cdwdata.ed import elastic_force
+
+        return g * (n - 0.5) + elastic_force(Q.detach(), self.params), n
+
+    def density_at(self, Q: Any, mu, T: float | None = None):
+        """Model densities at a fixed chemical potential, numpy ``(..., L, L)`` in and out."""
+        import numpy as np
+
+        from cdwdata.params import check_configuration
+
+        Qn = check_configuration(Q)
+        with torch.no_grad():
+            n = self.model.density_at(torch.as_tensor(Qn, dtype=self.dtype, device=self._device),
+                                      torch.as_tensor(np.broadcast_to(mu, Qn.shape[:-2]).copy()),
+                                      self.T if T is None else float(T))
+        return n.cpu().numpy().astype(np.float64)
+
+    def attrs(self) -> dict[str, Any]:
+        out = super().attrs()
+        out.update({"electron_T": self.T, "grand_canonical": 1})
+        return out
+
+
+#: Shipped names that select a grand-canonical model at a filling: name -> (model, f).
+ALIASES_FILE = "aliases.json"
+
+
+def _alias(name: str):
+    """``(model stem, f)`` if ``name`` is a shipped alias (``holstein-f0.5`` -> model, 0.5)."""
+    import json
+
+    p = MODELS_DIR / ALIASES_FILE
+    if os.sep in name or "/" in name or not p.exists():
+        return None
+    table = json.loads(p.read_text())
+    hit = table.get(modelfile.stem(name).name)
+    if hit is None:
+        return None
+    return MODELS_DIR / hit["model"], float(hit["f"])
+
+
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
                f: float | None = None, device: Any = None,
-               dtype: Any = torch.float32, conserve_filling: bool = False) -> MLForceField:
+               dtype: Any = torch.float32, T: float | None = None) -> MLForceField:
     """Load a shipped or saved ML force field.
 
     Parameters
     ----------
     name_or_path : str or path
         A shipped model name (``"holstein-f0.5"``, see :func:`list_models`) or the path of a
-        saved model, with or without the ``.json`` / ``.safetensors`` suffix.
+        saved model, with or without the ``.json`` / ``.safetensors`` suffix. The shipped
+        names ``holstein-f0.5``, ``-f0.4``, ``-f0.3`` select the grand-canonical model at that
+        filling (``aliases.json`` in the models folder says which model file).
     params : HolsteinParams, optional
         If given, must match the card's parameters (else ModelError naming the difference).
     f : float, optional
-        If given, must equal the card's filling.
+        Filling. A grand-canonical model solves mu for it (default: the alias's filling, else
+        the card's); a canonical model must have been trained for it.
     device : str or torch.device, optional
         ``"cpu"`` (default) or ``"cuda"`` (only when a GPU is present).
     dtype : torch.float32 (default) or torch.float64
         Precision of the network evaluation.
-    conserve_filling : bool
-        Correct the densities so that ``sum_i n_i = f N`` exactly (see
-        :meth:`MLForceField.evaluate`); off by default (the paper's plain model).
+    T : float, optional
+        Electron temperature of a grand-canonical model (default 0.1, the paper's); must lie
+        in the card's trained range. Canonical models carry theirs in the card.
 
     Returns
     -------
-    MLForceField
+    MLForceField (or GrandCanonicalForceField)
     """
-    path = resolve(name_or_path)
+    alias = _alias(str(name_or_path))
+    path = alias[0] if alias is not None else resolve(name_or_path)
     model, card, card_hash = modelfile.load(path)
-    ff = MLForceField(model, card, card_hash, device=device, dtype=dtype, path=path,
-                      conserve_filling=conserve_filling)
+    if card["kind"] == "density":
+        f_use = check_filling(f) if f is not None else (
+            alias[1] if alias is not None else float(card["filling"]))
+        ff = GrandCanonicalForceField(model, card, card_hash, f=f_use,
+                                      T=0.1 if T is None else T, device=device, dtype=dtype,
+                                      path=path)
+        if alias is not None:
+            ff.name = modelfile.stem(str(name_or_path)).name
+            ff.model_file = card["name"]
+    else:
+        ff = MLForceField(model, card, card_hash, device=device, dtype=dtype, path=path)
     if params is not None:
         if not isinstance(params, HolsteinParams):
             raise ModelError(f"params must be a HolsteinParams, got {type(params).__name__}")
@@ -236,7 +346,7 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
                                                  abs_tol=1e-15))
             raise ModelError(f"model {ff.name!r} was trained for other parameters: asked for "
                              f"{diff}")
-    if f is not None:
+    if f is not None and card["kind"] != "density":
         f = check_filling(f)
         if not math.isclose(f, ff.f, rel_tol=0.0, abs_tol=1e-9):
             raise ModelError(f"model {ff.name!r} was trained for filling f={ff.f}, asked for "

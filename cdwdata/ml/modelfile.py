@@ -214,6 +214,8 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
     from cdwdata.ml.model import ForceModel
 
     card, card_hash = read_card(path)
+    if card["kind"] == "density":
+        return _load_density(path, card, card_hash, verify_hash)
     tensors = read_weights(path, card["weights_sha256"] if verify_hash else None)
     arch = card["architecture"]
     try:
@@ -266,5 +268,42 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
         raise ModelError(f"model {card['name']!r}: its elastic constants (k, kappa) = "
                          f"{model.elastic.tolist()} differ from its card's params "
                          f"({params.k}, {params.kappa})")
+    model.eval()
+    return model, card, card_hash
+
+
+def _load_density(path, card: dict[str, Any], card_hash: str, verify_hash: bool):
+    """:func:`load` for grand-canonical density models (:mod:`cdwdata.ml.gcmodel`)."""
+    import torch
+
+    from cdwdata import descriptor
+    from cdwdata.ml.gcmodel import ACTIVATION, DensityModel
+    from cdwdata.params import HolsteinParams
+
+    tensors = read_weights(path, card["weights_sha256"] if verify_hash else None)
+    arch = card["architecture"]
+    try:
+        layers = [int(n) for n in arch["layers"]]
+        n_features = int(arch["n_features"])
+        for key in ("filling_range", "temperature_range", "mu_by_filling"):
+            card[key]  # noqa: B018 -- presence check
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"model card {paths(path)[1]} is not a complete grand-canonical "
+                         f"card (missing {err})") from None
+    if n_features != descriptor.N_FEATURES or layers[0] != n_features + 1 or layers[-1] != 1:
+        raise ModelError(f"model {card['name']!r} has layers {layers} for {n_features} "
+                         f"features; the installed descriptor gives {descriptor.N_FEATURES} "
+                         "(+1 input for T): retrain it")
+    if arch.get("activation") != ACTIVATION:
+        raise ModelError(f"model {card['name']!r} uses activation {arch.get('activation')!r}, "
+                         f"density models use {ACTIVATION!r}")
+    params = HolsteinParams.from_dict(card["params"])
+    with torch.random.fork_rng(devices=[]):
+        model = DensityModel(hidden=layers[1:-1], params=params)
+    model.load_weights(tensors)
+    want = torch.tensor([params.g, params.k, params.kappa], dtype=model.coupling.dtype)
+    if not torch.allclose(model.coupling, want):
+        raise ModelError(f"model {card['name']!r}: its constants (g, k, kappa) = "
+                         f"{model.coupling.tolist()} differ from its card's params")
     model.eval()
     return model, card, card_hash

@@ -1,0 +1,294 @@
+"""Training of the grand-canonical density model on grand-canonical training sets.
+
+Pipeline: read one or more :mod:`cdwdata.gcdata` stores -> split whole configurations into
+train / validation (whole quench runs of each origin where there are enough, plus a share of
+the random configurations; deterministic in ``seed``) -> descriptor features once per
+configuration (float32, in memory) -> minibatches of (configuration, label, site) triples,
+the input being ``G + (mu/g) a`` and ``T`` -> Adam on the density error (MSE, or Huber) with a
+cosine schedule -> keep the epoch with the lowest validation force RMSE -> write the model and
+its card, which records the (mu, T, f) range of the labels.
+
+Selection uses only the validation split of the training stores: the held-out ED-Langevin
+quenches that the targets are measured on (:mod:`cdwdata.ml.heldout`) never enter here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cdwdata import schema, store
+from cdwdata._version import __version__
+from cdwdata.errors import InputError, ModelError
+from cdwdata.ml import modelfile
+from cdwdata.ml.gcmodel import HIDDEN, DensityModel
+from cdwdata.ml.train import output_path, torch_threads
+from cdwdata.params import HolsteinParams
+
+LOSSES = ("mse", "huber")
+
+
+@dataclass(frozen=True)
+class GCData:
+    """Complete samples of one or more grand-canonical stores, in memory.
+
+    Q (S, L, L) float64; n (S, K, L, L) float32; mu, T_e (S, K); group (S,) str names the
+    split unit (one quench run of one origin, or one random configuration); part (S,) int is
+    the store index.
+    """
+
+    Q: np.ndarray
+    n: np.ndarray
+    mu: np.ndarray
+    T_e: np.ndarray
+    group: np.ndarray
+    source: np.ndarray
+    f0: np.ndarray
+    part: np.ndarray
+    params: HolsteinParams
+    paths: tuple[str, ...]
+
+    @property
+    def L(self) -> int:
+        return int(self.Q.shape[-1])
+
+
+def load(paths) -> GCData:
+    """Read the complete samples of the stores at ``paths``."""
+    paths = (paths,) if isinstance(paths, str) else tuple(str(p) for p in paths)
+    parts: list[dict[str, Any]] = []
+    params = None
+    for i, path in enumerate(paths):
+        attrs = store.read_attrs(path)
+        if attrs.get("kind") != "gc-training-set":
+            raise InputError(f"{path} is not a grand-canonical training set (kind="
+                             f"{attrs.get('kind')!r}); make one with 'cdw gc-dataset'")
+        p = HolsteinParams.from_dict(json.loads(attrs["params_json"]))
+        if params is not None and not params.matches(p):
+            raise InputError(f"{path} was made with other HolsteinParams than {paths[0]}")
+        params = p
+        ds = store.open_dataset(path)
+        done = np.asarray(ds[store.SAMPLE_DONE].values).astype(bool)
+        if not done.any():
+            raise InputError(f"{path} holds no complete sample yet")
+        idx = np.flatnonzero(done)
+        src = np.asarray([str(x) for x in ds[schema.SOURCE].values[idx]])
+        origin = np.asarray([str(x) for x in ds["origin"].values[idx]])
+        keys = [f"{i}:{s}:{o}:{it}:{jf}:{r}" for s, o, it, jf, r in zip(
+            src, origin, ds["it"].values[idx], ds["jf"].values[idx], ds["run"].values[idx],
+            strict=True)]
+        parts.append({
+            "Q": ds[schema.Q].values[idx], "n": ds[schema.N].values[idx],
+            "mu": ds[schema.MU].values[idx], "T_e": ds[schema.T_E].values[idx],
+            "group": np.asarray(keys), "source": src,
+            "f0": np.asarray(ds["f0"].values)[idx], "part": np.full(len(idx), i)})
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return GCData(params=params, paths=paths, **cat)
+
+
+def split(data: GCData, seed: int = 0, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Train / validation positions: whole split units (quench runs, random configurations).
+
+    Each quench origin (store, T, f) gives its own runs to validation when it has at least 3
+    (else whole runs are not split off and only random configurations validate); a
+    ``val_fraction`` share of the random configurations validates too.
+    """
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(data.Q), bool)
+    rand = np.flatnonzero(data.source == "random")
+    if len(rand):
+        k = int(round(val_fraction * len(rand)))
+        val[rng.choice(rand, size=k, replace=False)] = True
+    quench = data.source != "random"
+    cells = {g.rsplit(":", 1)[0] for g in data.group[quench]}
+    for cell in sorted(cells):
+        runs = sorted({g for g in data.group[quench] if g.rsplit(":", 1)[0] == cell})
+        if len(runs) >= 3:
+            k = max(1, int(round(val_fraction * len(runs))))
+            for g in rng.choice(runs, size=k, replace=False):
+                val |= data.group == g
+    if not val.any():  # too little to split whole units: hold out configurations instead
+        k = max(1, int(round(val_fraction * len(val))))
+        val[rng.choice(len(val), size=k, replace=False)] = True
+    return {"train": np.flatnonzero(~val), "val": np.flatnonzero(val)}
+
+
+def _features(model: DensityModel, Q: np.ndarray, chunk: int = 32) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.features(torch.as_tensor(Q[i:i + chunk], dtype=torch.float32))
+                          for i in range(0, len(Q), chunk)])
+
+
+def _inputs(model: DensityModel, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor,
+            g: float) -> torch.Tensor:
+    """Raw network inputs ``[G + (mu/g) a, T]`` for matching rows of G, mu, T."""
+    a = model.shift.to(G.dtype)
+    return torch.cat([G + (mu / g).unsqueeze(-1) * a, T.unsqueeze(-1)], dim=-1)
+
+
+def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 4096,
+          lr: float = 2e-3, loss: str = "mse", huber_delta: float = 0.02, seed: int = 0,
+          val_fraction: float = 0.1, threads: int | None = None, overwrite: bool = False,
+          name: str | None = None, command: str | None = None, progress: bool = True,
+          samples_per_epoch: int | None = None) -> dict[str, Any]:
+    """Train a :class:`DensityModel`; write ``out`` (.safetensors + .json); return the card.
+
+    ``samples_per_epoch`` (default: every (configuration, label, site) of the training split
+    once) caps the minibatch samples per epoch.
+    """
+    if loss not in LOSSES:
+        raise ModelError(f"loss={loss!r}: use one of {LOSSES}")
+    out_stem = output_path(out)
+    if not overwrite and modelfile.exists(out_stem):
+        raise ModelError(f"{out_stem} already exists: choose another --out or overwrite it")
+    with torch_threads(threads):
+        return _train(data_paths, out_stem, hidden, int(epochs), int(batch_size), float(lr),
+                      loss, float(huber_delta), int(seed), float(val_fraction), overwrite,
+                      name or out_stem.name, command, progress, samples_per_epoch)
+
+
+def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_delta, seed,
+           val_fraction, overwrite, name, command, progress, samples_per_epoch):
+    t0 = time.perf_counter()
+    data = load(data_paths)
+    sp = split(data, seed, val_fraction)
+    torch.manual_seed(seed)
+    model = DensityModel(hidden=hidden, params=data.params)
+    g = float(data.params.g)
+    G = _features(model, data.Q)  # (S, L, L, F)
+    S, L, _, F = G.shape
+    K = data.n.shape[1]
+    G = G.reshape(S, L * L, F)
+    Y = torch.as_tensor(data.n.reshape(S, K, L * L), dtype=torch.float32)
+    MU = torch.as_tensor(data.mu, dtype=torch.float32)
+    TE = torch.as_tensor(data.T_e, dtype=torch.float32)
+    tr = torch.as_tensor(sp["train"])
+    va = torch.as_tensor(sp["val"])
+    gen = torch.Generator().manual_seed(seed)
+
+    def batch(idx_s, n_rows, generator=None):
+        s = idx_s[torch.randint(len(idx_s), (n_rows,), generator=generator)]
+        k = torch.randint(K, (n_rows,), generator=generator)
+        i = torch.randint(L * L, (n_rows,), generator=generator)
+        return _inputs(model, G[s, i], MU[s, k], TE[s, k], g), Y[s, k, i]
+
+    x0, _ = batch(tr, 200_000, gen)
+    model.input_norm.set(x0.double().mean(0), x0.double().std(0))
+    del x0
+    # fixed validation sample: every label of every validation configuration, all sites
+    with torch.no_grad():
+        sv, kv = torch.meshgrid(va, torch.arange(K), indexing="ij")
+        sv, kv = sv.reshape(-1), kv.reshape(-1)
+    n_train = len(tr) * K * L * L
+    per_epoch = int(samples_per_epoch or n_train)
+    steps = max(1, per_epoch // batch_size)
+    opt = torch.optim.Adam(model.mlp.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps,
+                                                pct_start=0.05, anneal_strategy="cos",
+                                                final_div_factor=1e3)
+
+    def loss_fn(pred, y):
+        if loss == "huber":
+            return torch.nn.functional.huber_loss(pred, y, delta=huber_delta)
+        return torch.mean((pred - y) ** 2)
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        sq = ab = 0.0
+        frac_sq, frac_n, count = 0.0, 0, 0
+        with torch.no_grad():
+            for j in range(0, len(sv), 64):
+                s, k = sv[j:j + 64], kv[j:j + 64]
+                x = _inputs(model, G[s], MU[s, k][:, None].expand(-1, L * L),
+                            TE[s, k][:, None].expand(-1, L * L), g)
+                d = (model.site_density_from_inputs(x) - Y[s, k]).double() * g
+                sq += float((d * d).sum())
+                ab += float(d.abs().sum())
+                frac = (Y[s, k] > 0.05) & (Y[s, k] < 0.95)
+                frac_sq += float((d[frac] ** 2).sum())
+                frac_n += int(frac.sum())
+                count += d.numel()
+        model.train()
+        return {"force_rmse": math.sqrt(sq / max(count, 1)), "force_mae": ab / max(count, 1),
+                "force_rmse_fractional": math.sqrt(frac_sq / max(frac_n, 1))}
+
+    history: list[dict[str, float]] = []
+    best, best_state, best_epoch = math.inf, None, -1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc=f"train {name}", unit="epoch")
+    model.train()
+    for epoch in range(epochs):
+        te = time.perf_counter()
+        total = 0.0
+        for _ in range(steps):
+            x, y = batch(tr, batch_size, gen)
+            pred = model.site_density_from_inputs(x)
+            lo = loss_fn(pred, y)
+            opt.zero_grad(set_to_none=True)
+            lo.backward()
+            opt.step()
+            sched.step()
+            total += float(lo.detach())
+        v = validate()
+        v.update({"epoch": epoch, "train_loss": total / steps,
+                  "seconds": time.perf_counter() - te})
+        history.append(v)
+        if v["force_rmse"] < best:
+            best, best_epoch = v["force_rmse"], epoch
+            best_state = {k: t.clone() for k, t in model.weights().items()}
+        if bar is not None:
+            bar.set_postfix(val_rmse=f"{v['force_rmse']:.4f}", best=f"{best:.4f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.load_weights(best_state)
+    model.eval()
+    card = {
+        "name": name, "params": data.params.to_dict(),
+        "filling": 0.5,
+        "grand_canonical": True,
+        "filling_range": [float(np.nanmin(_label_fillings(data))),
+                          float(np.nanmax(_label_fillings(data)))],
+        "temperature_range": [float(data.T_e.min()), float(data.T_e.max())],
+        "mu_range": [float(data.mu.min()), float(data.mu.max())],
+        "mu_by_filling": _mu_table(data),
+        "training": {
+            "data": list(data.paths), "configurations": int(S), "labels_per_configuration": K,
+            "train_configurations": int(len(tr)), "val_configurations": int(len(va)),
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": "one-cycle cosine",
+            "loss": loss, "huber_delta": huber_delta if loss == "huber" else None,
+            "seed": seed, "samples_per_epoch": steps * batch_size,
+            "best_epoch": best_epoch, "threads": torch.get_num_threads(),
+            "wall_seconds": time.perf_counter() - t0, "command": command,
+        },
+        "metrics": {"validation": history[best_epoch], "history": history},
+        "cdwdata_version": __version__, "created": modelfile.now(),
+    }
+    return modelfile.save(model, out_stem, card, overwrite=overwrite)
+
+
+def _label_fillings(data: GCData) -> np.ndarray:
+    """Filling of every label (sum of the exact densities / N)."""
+    return data.n.mean(axis=(-2, -1))
+
+
+def _mu_table(data: GCData, width: float = 0.02) -> list[list[float]]:
+    """Median label mu in filling bins: the starting point of the filling solve."""
+    fl = _label_fillings(data).ravel()
+    mu = data.mu.ravel()
+    edges = np.arange(0.0, 1.0 + width, width)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        m = (fl >= a) & (fl < b)
+        if m.sum() >= 5:
+            out.append([float(0.5 * (a + b)), float(np.median(mu[m]))])
+    return out

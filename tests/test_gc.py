@@ -1,0 +1,250 @@
+"""Grand-canonical electrons and the grand-canonical ML model (CONTRACT.md section 1, Locality).
+
+Exact physics first: densities at a fixed mu from one diagonalisation equal the canonical
+ones at the canonical mu; n_i(Q; mu) = n_i(Q + mu/g; 0); dn_i/dmu >= 0 at every site;
+particle-hole symmetry n_i(-Q; -mu) = 1 - n_i(Q; mu). Then the model: the descriptor shifts
+linearly under a uniform shift of Q, the model is D4-invariant with mu solved, the filling
+equation holds to its tolerance in every Langevin step, model files carry their (f, T) range,
+training sets resume and hold exact labels, and the held-out judge gives zero error for ED.
+Everything is CI-sized (L = 8..12, tiny networks, a few epochs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cdwdata import HolsteinParams, Lattice, ModelError, descriptor, ed, store
+from cdwdata.ml import modelfile
+from cdwdata.ml.forcefield import GrandCanonicalForceField, load_model
+from cdwdata.ml.gcmodel import DensityModel, shift_direction, solve_mu
+
+L = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- exact electrons at a fixed chemical potential ---------------------------------------
+
+def test_fixed_mu_density_at_the_canonical_mu_is_the_canonical_density(rng):
+    Q = rng.normal(0, 1.2, (3, L, L))
+    for T, f in ((0.1, 0.3), (0.25, 0.5)):
+        res = ed.solve(Q, T, f)
+        np.testing.assert_allclose(ed.density_at(Q, res.mu, T), res.n, atol=1e-12)
+        sp = ed.spectrum(Q)
+        mu = sp.chemical_potential(np.full((3, 1), T), np.full((3, 1), f))[:, 0]
+        np.testing.assert_allclose(mu, res.mu, atol=1e-10)
+
+
+def test_only_h_minus_mu_matters(rng, params):
+    Q = rng.normal(0, 1.0, (2, L, L))
+    mu = np.array([-1.3, 0.7])
+    shifted = Q + (mu / params.g)[:, None, None]
+    np.testing.assert_allclose(ed.density_at(Q, mu, 0.15), ed.density_at(shifted, 0.0, 0.15),
+                               atol=1e-12)
+
+
+def test_density_is_non_decreasing_in_mu_at_every_site(rng):
+    Q = rng.normal(0, 1.5, (2, L, L))
+    sp = ed.spectrum(Q)
+    mus = np.linspace(-6, 6, 41)
+    n = sp.density(np.tile(mus, (2, 1)), np.full((2, 41), 0.1))  # (B, K, L, L)
+    assert (np.diff(n, axis=1) >= -1e-12).all()
+
+
+def test_particle_hole_symmetry(rng):
+    Q = rng.normal(0, 1.0, (L, L))
+    n = ed.density_at(Q, 0.8, 0.2)
+    np.testing.assert_allclose(ed.density_at(-Q, -0.8, 0.2), 1.0 - n, atol=1e-12)
+
+
+def test_float32_eigensolver_changes_densities_by_single_precision_rounding_only(rng):
+    Q = rng.normal(0, 1.0, (2, L, L))
+    a = ed.solve(Q, 0.1, 0.4)
+    b = ed.solve(Q, 0.1, 0.4, eig_dtype="float32")
+    assert np.abs(a.n - b.n).max() < 1e-5
+    assert np.abs(a.mu - b.mu).max() < 1e-5
+
+
+# --- the model's inputs ----------------------------------------------------------------------
+
+def test_descriptor_shifts_linearly_under_a_uniform_shift(rng):
+    Q = torch.as_tensor(rng.normal(0, 2.0, (3, 12, 12)))
+    a = shift_direction()
+    for c in (-2.5, 0.4, 3.0):
+        d = descriptor.features_torch(Q + c) - descriptor.features_torch(Q) - c * a
+        assert float(d.abs().max()) < 1e-12
+    # only the A1 features (centre and eight shell sums) move
+    assert (a[9:] == 0).all() and (a[:9] > 0).all()
+
+
+def _toy(seed=0, hidden=(16, 8), dtype=torch.float64) -> DensityModel:
+    torch.manual_seed(seed)
+    m = DensityModel(hidden=hidden)
+    gen = torch.Generator().manual_seed(seed + 1)
+    m.input_norm.set(0.1 * torch.randn(46, generator=gen), 1.0 + torch.rand(46, generator=gen))
+    return m.to(dtype).eval()
+
+
+def _card(**extra):
+    card = {"params": HolsteinParams().to_dict(), "filling": 0.5, "grand_canonical": True,
+            "filling_range": [0.25, 0.55], "temperature_range": [0.1, 0.3],
+            "mu_range": [-8.0, 3.0], "mu_by_filling": [[0.25, -3.0], [0.55, 0.5]]}
+    card.update(extra)
+    return card
+
+
+@pytest.fixture()
+def toy_path(tmp_path):
+    modelfile.save(_toy(dtype=torch.float32), tmp_path / "gc", _card())
+    return tmp_path / "gc"
+
+
+def test_model_is_d4_invariant_with_mu_solved(trained, rng):
+    ff = load_model(trained, f=0.4, T=0.1, dtype=torch.float64)
+    Q = rng.normal(0, 1.5, (L, L))
+    n0 = ff.density(Q)
+    mu0 = float(ff.last_mu)
+    lat = Lattice(L)
+    for op in range(8):
+        Qr = lat.apply_d4(Q, op)
+        np.testing.assert_allclose(ff.density(Qr), lat.apply_d4(n0, op), atol=1e-12)
+        assert abs(float(ff.last_mu) - mu0) < 1e-9
+
+
+def test_filling_equation_holds_in_every_langevin_step(trained, params):
+    from cdwdata import dynamics
+
+    ff = load_model(trained, f=0.3, T=0.1, dtype=torch.float32)
+    keys = [11, 12]
+    Q, v = dynamics.hot_start(keys, 12, params, dtype=torch.float32, T_init=0.3)
+    state = dynamics.init_state(ff, Q, v, keys)
+    N = 0.3 * 144
+    for _ in range(20):
+        state = dynamics.step(state, ff, 0.1, params)
+        total = state.n.double().sum((-2, -1))
+        assert float((total - N).abs().max()) <= 1e-6 * N
+        assert float(ff.last_residual.abs().max()) <= 1e-7 * N
+
+
+def test_solve_mu_brackets_a_gap_and_finds_the_root():
+    eps = torch.cat([torch.linspace(-4, -1, 50), torch.linspace(1, 4, 50)]).double()[None]
+    eps = eps.repeat(3, 1)
+
+    def count(mu):
+        n = torch.sigmoid((mu[:, None] - eps) / 0.1)
+        return n.sum(-1), n
+
+    target = torch.tensor([30.0, 50.0, 80.0], dtype=torch.float64)
+    mu, n, res, _ = solve_mu(count, target, torch.full((3,), 3.0, dtype=torch.float64),
+                             lambda n: (n * (1 - n)).sum(-1) / 0.1 + 0.1)
+    assert float(res.abs().max()) <= 1e-7 * 80
+    assert abs(float(mu[1])) < 1.0  # half filling: inside the gap
+
+
+def test_card_range_is_enforced(toy_path):
+    with pytest.raises(ModelError, match="fillings"):
+        load_model(toy_path, f=0.7, T=0.1)
+    with pytest.raises(ModelError, match="temperatures"):
+        load_model(toy_path, f=0.4, T=0.5)
+    ff = load_model(toy_path, f=0.4, T=0.3)
+    assert isinstance(ff, GrandCanonicalForceField) and ff.attrs()["electron_T"] == 0.3
+
+
+def test_model_file_round_trip_and_tampering(toy_path, rng):
+    a = load_model(toy_path, f=0.45, T=0.2, dtype=torch.float64)
+    Q = rng.normal(0, 1.0, (2, L, L))
+    ref = _toy().float().double()
+    with torch.no_grad():
+        n_ref = ref.density_at(torch.as_tensor(Q), torch.tensor([0.3, -0.2]), 0.2).numpy()
+    np.testing.assert_allclose(a.density_at(Q, [0.3, -0.2]), n_ref, atol=1e-6)
+    w, _ = modelfile.paths(toy_path)
+    w.write_bytes(w.read_bytes()[:-10])
+    with pytest.raises(ModelError):
+        load_model(toy_path, f=0.4)
+
+
+# --- training sets and training --------------------------------------------------------------
+
+def _script(tmp_path, body: str) -> None:
+    """Dask's local workers re-import __main__: run set generation from a file."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "job.py"
+    p.write_text("if __name__ == '__main__':\n" + "\n".join("    " + s for s in
+                                                             body.strip().splitlines()) + "\n")
+    subprocess.run([sys.executable, str(p)], check=True, cwd=tmp_path, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def gcset(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gcset")
+    _script(tmp, f"""
+from cdwdata.gcdata import GCSetConfig, generate
+from cdwdata.quench import QuenchConfig, run_quench
+run_quench(QuenchConfig(L={L}, temperatures=(0.1,), fillings=(0.5, 0.3), runs=3, steps=40,
+           save_every=10, seed=5, forcefield='ed'), 'q.zarr', progress=False)
+c = GCSetConfig(L={L}, n_random=6, frames=('q.zarr',), n_labels=5, seed=2)
+generate('gc.zarr', c, n_workers=1, progress=False)
+""")
+    return tmp
+
+
+def test_gc_labels_are_exact_at_their_mu_and_cover_the_asked_fillings(gcset):
+    ds = store.open_dataset(gcset / "gc.zarr")
+    assert ds.sizes["sample"] == 6 + 2 * 3 * 4
+    assert bool(ds.sample_done.values.all())
+    Q, n, mu, T = (ds[k].values for k in ("Q", "n", "mu", "T_e"))
+    for s in (0, 7, 20):
+        for k in range(n.shape[1]):
+            np.testing.assert_allclose(ed.density_at(Q[s], mu[s, k], T[s, k]), n[s, k],
+                                       atol=2e-7)
+    fill = n.mean((-2, -1))
+    assert fill.min() >= 0.25 - 1e-5 and fill.max() <= 0.55 + 1e-5
+    assert set(np.unique(T)) <= {0.1, 0.2, 0.3}
+
+
+def test_gc_set_resume_redoes_nothing(gcset):
+    from cdwdata.gcdata import GCSetConfig, label_task
+
+    c = GCSetConfig(L=L, n_random=6, frames=(str(gcset / "q.zarr"),), n_labels=5, seed=2)
+    assert label_task(str(gcset / "gc.zarr"), c, list(range(30))) == 0
+
+
+@pytest.fixture(scope="module")
+def trained(gcset):
+    from cdwdata.ml import gctrain
+
+    gctrain.train([gcset / "gc.zarr"], gcset / "m", hidden=(16, 8), epochs=40, batch_size=256,
+                  threads=1, progress=False)
+    return gcset / "m"
+
+
+def test_training_gives_a_loadable_model_with_its_ranges(trained, rng):
+    card, _ = modelfile.read_card(trained)
+    assert card["kind"] == "density" and card["architecture"]["layers"] == [46, 16, 8, 1]
+    assert 0.25 <= card["filling_range"][0] < card["filling_range"][1] <= 0.55 + 1e-6
+    assert card["temperature_range"] == [0.1, 0.3]
+    assert card["training"]["val_configurations"] > 0
+    ff = load_model(trained, f=0.4, T=0.1)
+    n = ff.density(rng.normal(0, 1, (L, L)))
+    assert abs(n.mean() - 0.4) < 1e-6
+
+
+def test_heldout_judge_gives_zero_error_for_exact_forces(gcset):
+    from cdwdata.forcefields import EDForceField
+    from cdwdata.ml import heldout
+
+    rep = heldout.evaluate(lambda f, T: EDForceField(T, f), gcset / "q.zarr",
+                           step_range=(10, 40))
+    for e in rep["by_f"].values():
+        assert e["rmse"] < 1e-9 and e["n_frames"] == 3 * 4
+    assert rep["frames"]["rmse"].shape == (1, 2, 3, 4)
