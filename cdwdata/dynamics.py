@@ -40,6 +40,8 @@ class LangevinState:
         Number of steps taken since the quench.
     keys : tuple of int
         Per-run RNG keys (see :func:`cdwdata.noise.run_key`).
+    mu : torch.Tensor (R,) or None
+        Chemical potential of each run's electrons, where the force field solves for it.
     """
 
     Q: torch.Tensor
@@ -48,6 +50,16 @@ class LangevinState:
     n: torch.Tensor
     step: int
     keys: tuple[int, ...]
+    mu: torch.Tensor | None = None
+
+
+def evaluate(forcefield, Q):
+    """``(F, n, mu)`` of a force field; ``mu`` is None where it has no chemical potential."""
+    full = getattr(forcefield, "evaluate_with_mu", None)
+    if full is None:
+        F, n = forcefield.evaluate(Q)
+        return F, n, None
+    return full(Q)
 
 
 def hot_start(keys, L: int, params: HolsteinParams, device: Any = "cpu",
@@ -65,8 +77,9 @@ def hot_start(keys, L: int, params: HolsteinParams, device: Any = "cpu",
 
 def init_state(forcefield, Q: torch.Tensor, v: torch.Tensor, keys, step: int = 0) -> LangevinState:
     """Evaluate forces and densities at ``Q`` and pack a state."""
-    F, n = forcefield.evaluate(Q)
-    return LangevinState(Q=Q, v=v, F=F, n=n, step=int(step), keys=tuple(int(k) for k in keys))
+    F, n, mu = evaluate(forcefield, Q)
+    return LangevinState(Q=Q, v=v, F=F, n=n, step=int(step), keys=tuple(int(k) for k in keys),
+                         mu=mu)
 
 
 def drift(Q, v, F, dt: float, mass: float):
@@ -89,14 +102,14 @@ def step(state: LangevinState, forcefield, T: float, params: HolsteinParams) -> 
     """Advance every run by one Langevin step at bath temperature ``T``."""
     p = params
     Q = drift(state.Q, state.v, state.F, p.dt, p.mass)
-    F, n = forcefield.evaluate(Q)
+    F, n, mu = evaluate(forcefield, Q)
     v = kick(state.v, state.F, F, p.dt, p.mass)
     if T > 0 and p.gamma > 0:
         xi = noise.normal(state.keys, noise.THERMAL, state.step, Q.shape[-2:], Q.device, Q.dtype)
         v = thermostat(v, xi, T, p.gamma, p.dt, p.mass)
     elif p.gamma > 0:
         v = v * math.exp(-p.gamma * p.dt)
-    return replace(state, Q=Q, v=v, F=F, n=n, step=state.step + 1)
+    return replace(state, Q=Q, v=v, F=F, n=n, step=state.step + 1, mu=mu)
 
 
 def run(state: LangevinState, forcefield, T: float, params: HolsteinParams, n_steps: int,

@@ -37,6 +37,12 @@ class ForceField(abc.ABC):
     def evaluate(self, Q):
         """Return ``(F, n)`` for a torch tensor ``Q`` (..., L, L), same dtype and device."""
 
+    def evaluate_with_mu(self, Q):
+        """``(F, n, mu)``: :meth:`evaluate` plus the chemical potential of each configuration
+        (``mu`` of shape ``Q.shape[:-2]``), or None for force fields without one."""
+        F, n = self.evaluate(Q)
+        return F, n, None
+
     def forces(self, Q: Any) -> np.ndarray:
         """Total force for numpy configurations (..., L, L) -> float64 array of that shape."""
         return self._numpy_call(Q)[0]
@@ -89,6 +95,10 @@ class EDForceField(ForceField):
         return self._device
 
     def evaluate(self, Q):
+        F, n, _ = self.evaluate_with_mu(Q)
+        return F, n
+
+    def evaluate_with_mu(self, Q):
         import torch
 
         from cdwdata import ed
@@ -100,9 +110,10 @@ class EDForceField(ForceField):
             eig = "float32" if Q.dtype == torch.float32 else "float64"
             res = ed.solve(Q.detach().double().numpy(), self.T, self.f, self.params,
                            eig_dtype=eig)
-            return (torch.from_numpy(res.F).to(Q.dtype), torch.from_numpy(res.n).to(Q.dtype))
+            return (torch.from_numpy(res.F).to(Q.dtype), torch.from_numpy(res.n).to(Q.dtype),
+                    torch.as_tensor(res.mu, dtype=torch.float64))
         res = ed.solve(Q, self.T, self.f, self.params)
-        return res.F.to(Q.dtype), res.n.to(Q.dtype)
+        return res.F.to(Q.dtype), res.n.to(Q.dtype), res.mu.to(torch.float64)
 
     def attrs(self) -> dict[str, Any]:
         return {"forcefield": self.name, "f": self.f, "electron_T": self.T}

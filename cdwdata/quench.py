@@ -256,7 +256,7 @@ def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, devic
         return factory(T=T, f=f, params=params, device=device)
     from cdwdata import ml
 
-    kwargs: dict[str, Any] = {"params": params, "f": f, "device": device}
+    kwargs: dict[str, Any] = {"params": params, "f": f, "device": device, "T": T}
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
     return ml.load_model(spec, **kwargs)
@@ -270,9 +270,12 @@ def _torch_dtype(name: str):
 
 def _state_arrays(state) -> dict[str, np.ndarray]:
     """Host (float64) copies of the state: the only device -> host transfer, once per frame."""
-    return {schema.Q: state.Q.double().cpu().numpy(), schema.V: state.v.double().cpu().numpy(),
-            schema.FORCE: state.F.double().cpu().numpy(),
-            schema.N: state.n.double().cpu().numpy()}
+    out = {schema.Q: state.Q.double().cpu().numpy(), schema.V: state.v.double().cpu().numpy(),
+           schema.FORCE: state.F.double().cpu().numpy(),
+           schema.N: state.n.double().cpu().numpy()}
+    if state.mu is not None:
+        out[schema.MU] = state.mu.double().cpu().numpy().reshape(-1)
+    return out
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -287,6 +290,8 @@ def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int,
                   frame_vars: Sequence[str] = (), frame_dtype: str = "float64") -> None:
     """Raise BlowUpError if a run has a non-finite value (or one float32 frames cannot hold)."""
     for name, arr in arrays.items():
+        if arr.ndim < 3:  # per-run scalars (mu): judged through the lattice fields
+            continue
         bad = ~np.isfinite(arr).all(axis=(-2, -1))
         limit = MAX_ABS.get(name)
         if frame_dtype == "float32" and name in frame_vars:
@@ -341,10 +346,19 @@ class RunByRun:
     def evaluate(self, Q):
         import torch
 
+        F, n, _ = self.evaluate_with_mu(Q)
+        return F, n
+
+    def evaluate_with_mu(self, Q):
+        import torch
+
+        from cdwdata.dynamics import evaluate
+
         if Q.ndim < 3 or Q.shape[0] == 1:
-            return self.forcefield.evaluate(Q)
-        out = [self.forcefield.evaluate(Q[r:r + 1]) for r in range(Q.shape[0])]
-        return torch.cat([F for F, _ in out]), torch.cat([n for _, n in out])
+            return evaluate(self.forcefield, Q)
+        out = [evaluate(self.forcefield, Q[r:r + 1]) for r in range(Q.shape[0])]
+        mu = None if out[0][2] is None else torch.cat([m.reshape(1) for _, _, m in out])
+        return torch.cat([F for F, _, _ in out]), torch.cat([n for _, n, _ in out]), mu
 
 
 class _FrameSink:

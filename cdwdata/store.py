@@ -110,6 +110,10 @@ def _skeleton(layout: TrajectoryLayout, seeds: np.ndarray, attrs: dict[str, Any]
                                         attrs={"long_name": f"checkpoint of {name}"})
         encoding[_ckpt(name)] = {"chunks": (1, 1, 1, 1, L, L)}
     mdims = (schema.T, schema.F_FILL, schema.RUN)
+    data[schema.MU] = xr.Variable((*mdims, schema.STEP),
+                                  _lazy((nT, nf, R, layout.n_frames), np.nan, "float64"),
+                                  attrs=schema.attrs(schema.MU))
+    encoding[schema.MU] = {"chunks": (1, 1, 1, 1)}
     data[_ckpt("step")] = xr.Variable(
         (*mdims, SLOT), _lazy((nT, nf, R, 2), -1, "int64"),
         attrs={"long_name": "step held by each checkpoint slot (valid only below frames_done)"},
@@ -343,6 +347,7 @@ class TrajectoryWriter:
         self.frame_vars = tuple(attrs["frame_vars"])
         self.frame_dtype = np.dtype(attrs.get("frame_dtype", "float64"))
         self.save_every = int(attrs["save_every"])
+        self.has_mu = schema.MU in self.group  # stores made before mu was stored lack it
         self._arrays: dict[str, Any] = {}
 
     def _arr(self, name: str):
@@ -391,6 +396,8 @@ class TrajectoryWriter:
         self._put(_ckpt("step"), it, jf, runs, (slot,), np.full(len(runs), -1, dtype=np.int64))
         for name in self.frame_vars:
             self._put(name, it, jf, runs, (frame,), np.asarray(state[name], self.frame_dtype))
+        if self.has_mu and schema.MU in state:
+            self._put(schema.MU, it, jf, runs, (frame,), np.asarray(state[schema.MU], float))
         for name in CKPT_VARS:
             self._put(_ckpt(name), it, jf, runs, (slot,), np.asarray(state[name], np.float64))
         self._put(_ckpt("step"), it, jf, runs, (slot,),

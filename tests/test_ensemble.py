@@ -153,7 +153,7 @@ def test_cli_quench_end_to_end(tmp_path, cluster, capsys):
     assert "2/2" not in capsys.readouterr().err
     ds = store.open_dataset(out)
     assert dict(ds.sizes) == {"T": 2, "f": 1, "run": 2, "step": 3, "x": 8, "y": 8}
-    assert set(ds.data_vars) == {"Q", "n", "frames_done"}
+    assert set(ds.data_vars) == {"Q", "n", "mu", "frames_done"}
     assert ds.Q.dtype == np.float32 and np.isfinite(ds.Q.values).all()
     attrs = ds.attrs
     assert attrs["forcefield"] == "ed" and attrs["compute_dtype"] == "float64"

@@ -214,7 +214,7 @@ def test_float32_compute_and_frames(tmp_path):
     b = _reference(tmp_path, config, "b.zarr")
     assert_same(a, b)
     ds = store.open_dataset(tmp_path / "a.zarr")
-    assert ds.Q.dtype == np.float32 and set(ds.data_vars) == {"Q", "n", "frames_done"}
+    assert ds.Q.dtype == np.float32 and set(ds.data_vars) == {"Q", "n", "mu", "frames_done"}
     assert np.isfinite(ds.Q.values).all()
     # resume of a float32 run from its float64 checkpoint is exact too
     path = tmp_path / "killed.zarr"

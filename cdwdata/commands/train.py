@@ -1,4 +1,8 @@
-"""``cdw train``: train an ML force field on an ED training set and write model + card."""
+"""``cdw train``: train an ML force field on an ED training set and write model + card.
+
+``--kind density`` trains the grand-canonical model (local densities at a given mu and T, one
+model for every filling and temperature of its training range) on ``cdw gc-dataset`` stores.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,21 @@ def configure(p) -> None:
     p.add_argument("--data", required=True, nargs="+",
                    help="ED training store(s) (cdw ed-dataset output); several are joined, "
                         "each split into train/val/test on its own")
-    p.add_argument("--f", type=float, required=True, help="filling fraction to train on")
+    p.add_argument("--f", type=float, default=None,
+                   help="filling fraction to train on (canonical kinds force/energy only)")
     p.add_argument("--out", required=True,
                    help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
                         "name (written to the shipped-models folder cdwdata/ml/models)")
-    p.add_argument("--kind", choices=("force", "energy"), default="force",
-                   help="direct force model (paper, default) or Behler-Parrinello energy model")
+    p.add_argument("--kind", choices=("force", "energy", "density"), default="force",
+                   help="direct force model (paper, default), Behler-Parrinello energy model, "
+                        "or the grand-canonical density model (n_i at given mu and T; needs "
+                        "cdw gc-dataset stores)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help="hidden layer widths (default: 512 256 64 16, the paper's, for "
+                        "force/energy; 256 128 64 for density)")
+    p.add_argument("--samples-per-epoch", type=int, default=None,
+                   help="density kind: (configuration, label, site) samples per epoch "
+                        "(default: all of the training split)")
     p.add_argument("--target", choices=("total", "electronic"), default="total",
                    help="what the network learns: the total force (paper, default) or only "
                         "the electronic force g(n - 1/2), the exact elastic force being added")
@@ -45,14 +58,22 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
+    if args.kind == "density":
+        return _run_density(args)
+    if args.f is None:
+        from cdwdata.errors import ParameterError
+
+        raise ParameterError(f"--f is required for --kind {args.kind}")
     from cdwdata.ml.train import train
 
     res = train(args.data, f=args.f, out=args.out, kind=args.kind, target=args.target,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 schedule=args.schedule, patience=args.patience, seed=args.seed,
                 val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                device=args.device, loss=args.loss, huber_delta=args.huber_delta, progress=not args.no_progress, overwrite=args.overwrite, threads=args.threads,
-                command=command_line())
+                device=args.device, loss=args.loss, huber_delta=args.huber_delta,
+                progress=not args.no_progress, overwrite=args.overwrite, threads=args.threads,
+                command=command_line(),
+                **({"hidden": tuple(args.hidden)} if args.hidden else {}))
     m = res["metrics"]
     print(f"wrote {res['path']}.safetensors and {res['path']}.json")
     print(f"epochs: {res['epochs_run']} (best {res['best_epoch']}), "
@@ -61,4 +82,25 @@ def run(args) -> int:
         if m[split].get("n_sites"):
             print(f"{split:5s} RMSE {m[split]['rmse']:.4g}  MAE {m[split]['mae']:.4g}  "
                   f"max {m[split]['max_abs']:.4g}  ({m[split]['n_snapshots']} snapshots)")
+    return 0
+
+
+def _run_density(args) -> int:
+    from cdwdata.ml import gctrain
+
+    card = gctrain.train(args.data, args.out, hidden=tuple(args.hidden or gctrain.HIDDEN),
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         loss=args.loss, huber_delta=args.huber_delta, seed=args.seed,
+                         val_fraction=args.val_fraction, threads=args.threads,
+                         overwrite=args.overwrite, command=command_line(),
+                         progress=not args.no_progress,
+                         samples_per_epoch=args.samples_per_epoch)
+    v = card["metrics"]["validation"]
+    t = card["training"]
+    print(f"wrote {card['name']} ({card['weights_file']}): layers {card['architecture']['layers']}")
+    print(f"best epoch {t['best_epoch']} of {t['epochs']}, {t['wall_seconds']:.0f} s; validation "
+          f"force RMSE {v['force_rmse']:.4g} (fractional sites {v['force_rmse_fractional']:.4g})"
+          f", MAE {v['force_mae']:.4g}")
+    print(f"trained range: f {card['filling_range']}, T {card['temperature_range']}, "
+          f"mu {card['mu_range']}")
     return 0

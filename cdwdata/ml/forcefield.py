@@ -249,12 +249,17 @@ class GrandCanonicalForceField(MLForceField):
 
     def evaluate(self, Q: torch.Tensor):
         """``(F, n)`` at the solved chemical potential, same dtype and device as ``Q``."""
-        n, _, _ = self.solve(Q)
+        F, n, _ = self.evaluate_with_mu(Q)
+        return F, n
+
+    def evaluate_with_mu(self, Q: torch.Tensor):
+        """``(F, n, mu)``; ``mu`` float64 of shape ``Q.shape[:-2]``."""
+        n, mu, _ = self.solve(Q)
         n = n.to(device=Q.device, dtype=Q.dtype)
         g = self.params.g
         from cdwdata.ed import elastic_force
 
-        return g * (n - 0.5) + elastic_force(Q.detach(), self.params), n
+        return g * (n - 0.5) + elastic_force(Q.detach(), self.params), n, mu.to(Q.device)
 
     def density_at(self, Q: Any, mu, T: float | None = None):
         """Model densities at a fixed chemical potential, numpy ``(..., L, L)`` in and out."""
