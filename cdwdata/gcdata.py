@@ -50,7 +50,10 @@ class GCSetConfig:
     frames : tuple of str
         Trajectory stores whose frames are labelled.
     min_step, every : int
-        Use frames with ``step >= min_step`` (skip the hot start), every ``every``-th frame.
+        Use frames with ``step >= min_step``, every ``every``-th frame, of the runs that are
+        completely written when the set is created.
+    frame_fillings : tuple of float
+        Only frames of these fillings (default: all of the store's).
     n_labels : int
         (mu, T) labels per configuration.
     temperatures, T_weights : tuple of float
@@ -70,6 +73,7 @@ class GCSetConfig:
     frames: tuple[str, ...] = ()
     min_step: int = 1
     every: int = 1
+    frame_fillings: tuple[float, ...] = ()
     n_labels: int = 16
     temperatures: tuple[float, ...] = (0.1, 0.2, 0.3)
     T_weights: tuple[float, ...] = (2.0, 1.0, 1.0)
@@ -95,6 +99,7 @@ class GCSetConfig:
             raise ParameterError(f"f_range={self.f_range}: need 0 < low <= high < 1")
         object.__setattr__(self, "f_range", (lo, hi))
         object.__setattr__(self, "frames", tuple(str(p) for p in self.frames))
+        object.__setattr__(self, "frame_fillings", tuple(float(f) for f in self.frame_fillings))
         for name in ("n_random", "min_step", "every", "n_labels", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not float(v).is_integer() or v < 0:
@@ -120,9 +125,14 @@ class GCSetConfig:
                 raise ParameterError(f"{path} was made with other HolsteinParams")
             steps = np.arange(0, int(attrs["steps"]) + 1, int(attrs["save_every"]))
             frames = [k for k in range(len(steps)) if steps[k] >= self.min_step][::self.every]
+            done = store.frames_done(path)
             for it, _T in enumerate(attrs["temperatures"]):
                 for jf, f in enumerate(attrs["fillings"]):
+                    if self.frame_fillings and not np.isclose(self.frame_fillings, f).any():
+                        continue
                     for r in range(int(attrs["runs"])):
+                        if done[it, jf, r] < len(steps):
+                            continue
                         for k in frames:
                             rows.append(("quench", str(path), it, jf, r, k, int(steps[k]),
                                          float(f)))
@@ -135,6 +145,7 @@ class GCSetConfig:
         out.update({
             "kind": "gc-training-set", "L": self.L, "n_random": self.n_random,
             "frames": list(self.frames), "min_step": self.min_step, "every": self.every,
+            "frame_fillings": list(self.frame_fillings),
             "n_labels": self.n_labels, "temperatures": list(self.temperatures),
             "T_weights": list(self.T_weights), "f_range": list(self.f_range),
             "p_near": self.p_near, "near_sigma": self.near_sigma,
@@ -220,7 +231,8 @@ def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = 
     attrs = config.attrs(command)
     if resume and path.exists():
         got = store.read_attrs(path)
-        for key in ("L", "n_random", "frames", "min_step", "every", "n_labels", "temperatures",
+        for key in ("L", "n_random", "frames", "min_step", "every", "frame_fillings",
+                    "n_labels", "temperatures",
                     "T_weights", "f_range", "p_near", "near_sigma", "seed", "params_json"):
             if json.dumps(got.get(key)) != json.dumps(attrs[key]):
                 raise StoreError(f"cannot resume {path}: it was made with {key}={got.get(key)!r}"

@@ -10,6 +10,9 @@ def configure(p) -> None:
     p.add_argument("--random", type=int, default=0, help="random configurations (default 0)")
     p.add_argument("--frames", nargs="+", default=[], metavar="STORE",
                    help="trajectory stores (ED- or ML-driven quenches) whose frames are labelled")
+    p.add_argument("--frame-f", type=float, nargs="+", default=[],
+                   help="only frames of these fillings (default: all); only runs completely "
+                        "written when the set is created are used")
     p.add_argument("--min-step", type=int, default=1,
                    help="use frames at step >= this (default 1: skip the hot start)")
     p.add_argument("--every", type=int, default=1, help="use every N-th frame (default 1)")
@@ -39,7 +42,8 @@ def run(args) -> int:
     if weights is None:
         weights = [2.0, 1.0, 1.0] if len(args.T) == 3 else [1.0] * len(args.T)
     config = GCSetConfig(L=args.L, n_random=args.random, frames=tuple(args.frames),
-                         min_step=args.min_step, every=args.every, n_labels=args.labels,
+                         min_step=args.min_step, every=args.every,
+                         frame_fillings=tuple(args.frame_f), n_labels=args.labels,
                          temperatures=tuple(args.T), T_weights=tuple(weights),
                          f_range=tuple(args.f_range), p_near=args.p_near, seed=args.seed,
                          params=params_from(args))

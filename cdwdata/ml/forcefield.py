@@ -31,8 +31,11 @@ def list_models(folder: str | os.PathLike | None = None) -> list[str]:
     d = Path(folder) if folder is not None else MODELS_DIR
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*" + modelfile.CARD_SUFFIX)
-                  if p.with_suffix(modelfile.WEIGHTS_SUFFIX).exists())
+    names = {p.stem for p in d.glob("*" + modelfile.CARD_SUFFIX)
+             if p.with_suffix(modelfile.WEIGHTS_SUFFIX).exists()}
+    if folder is None:
+        names |= {k for k in aliases() if "{f}" not in k}
+    return sorted(names)
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
@@ -280,22 +283,39 @@ class GrandCanonicalForceField(MLForceField):
         return out
 
 
-#: Shipped names that select a grand-canonical model at a filling: name -> (model, f).
+#: Shipped names that select a grand-canonical model (see :func:`_alias`).
 ALIASES_FILE = "aliases.json"
 
 
 def _alias(name: str):
-    """``(model stem, f)`` if ``name`` is a shipped alias (``holstein-f0.5`` -> model, 0.5)."""
+    """``(model stem, f or None)`` if ``name`` is a shipped alias, else None.
+
+    ``aliases.json`` in the models folder maps names to model files; a ``{f}`` in a name
+    matches any filling (``holstein-f{f}``: ``holstein-f0.35`` is that model at f = 0.35).
+    """
     import json
+    import re
 
     p = MODELS_DIR / ALIASES_FILE
     if os.sep in name or "/" in name or not p.exists():
         return None
-    table = json.loads(p.read_text())
-    hit = table.get(modelfile.stem(name).name)
-    if hit is None:
-        return None
-    return MODELS_DIR / hit["model"], float(hit["f"])
+    stem_name = modelfile.stem(name).name
+    for key, target in json.loads(p.read_text()).items():
+        if "{f}" in key:
+            m = re.fullmatch(re.escape(key).replace(r"\{f\}", r"(0?\.\d+)"), stem_name)
+            if m:
+                return MODELS_DIR / target, float(m.group(1))
+        elif key == stem_name:
+            return MODELS_DIR / target, None
+    return None
+
+
+def aliases() -> dict[str, str]:
+    """The shipped alias table (name -> model file)."""
+    import json
+
+    p = MODELS_DIR / ALIASES_FILE
+    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
@@ -331,8 +351,12 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
     path = alias[0] if alias is not None else resolve(name_or_path)
     model, card, card_hash = modelfile.load(path)
     if card["kind"] == "density":
+        f_alias = alias[1] if alias is not None else None
+        if f is not None and f_alias is not None and not math.isclose(
+                check_filling(f), f_alias, abs_tol=1e-9):
+            raise ModelError(f"model name {name_or_path!r} means f={f_alias:g}, asked for f={f}")
         f_use = check_filling(f) if f is not None else (
-            alias[1] if alias is not None else float(card["filling"]))
+            f_alias if f_alias is not None else float(card["filling"]))
         ff = GrandCanonicalForceField(model, card, card_hash, f=f_use,
                                       T=0.1 if T is None else T, device=device, dtype=dtype,
                                       path=path)

@@ -32,6 +32,8 @@ from cdwdata.ml.train import output_path, torch_threads
 from cdwdata.params import HolsteinParams
 
 LOSSES = ("mse", "huber")
+#: Densities strictly inside this interval count as fractional for importance sampling.
+FRACTIONAL_SAMPLING = (0.01, 0.99)
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,12 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
           lr: float = 2e-3, loss: str = "mse", huber_delta: float = 0.02, seed: int = 0,
           val_fraction: float = 0.1, threads: int | None = None, overwrite: bool = False,
           name: str | None = None, command: str | None = None, progress: bool = True,
-          samples_per_epoch: int | None = None) -> dict[str, Any]:
+          samples_per_epoch: int | None = None, boost: bool = True) -> dict[str, Any]:
     """Train a :class:`DensityModel`; write ``out`` (.safetensors + .json); return the card.
 
     ``samples_per_epoch`` (default: every (configuration, label, site) of the training split
-    once) caps the minibatch samples per epoch.
+    once) caps the minibatch samples per epoch. ``boost`` draws half of every batch from the
+    sites with a fractional density (importance sampling; the loss stays unbiased).
     """
     if loss not in LOSSES:
         raise ModelError(f"loss={loss!r}: use one of {LOSSES}")
@@ -150,11 +153,11 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
     with torch_threads(threads):
         return _train(data_paths, out_stem, hidden, int(epochs), int(batch_size), float(lr),
                       loss, float(huber_delta), int(seed), float(val_fraction), overwrite,
-                      name or out_stem.name, command, progress, samples_per_epoch)
+                      name or out_stem.name, command, progress, samples_per_epoch, boost)
 
 
 def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_delta, seed,
-           val_fraction, overwrite, name, command, progress, samples_per_epoch):
+           val_fraction, overwrite, name, command, progress, samples_per_epoch, boost):
     t0 = time.perf_counter()
     data = load(data_paths)
     sp = split(data, seed, val_fraction)
@@ -178,6 +181,31 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         i = torch.randint(L * L, (n_rows,), generator=generator)
         return _inputs(model, G[s, i], MU[s, k], TE[s, k], g), Y[s, k, i]
 
+    # Importance sampling: half of every batch comes from the (configuration, label, site)
+    # triples with a fractional density, where all the difficulty is; the loss weights
+    # p_uniform / p_mixture keep it an unbiased estimate of the plain mean over all triples.
+    in_train = torch.zeros(S, dtype=torch.bool)
+    in_train[torch.as_tensor(sp["train"])] = True
+    frac = (Y > FRACTIONAL_SAMPLING[0]) & (Y < FRACTIONAL_SAMPLING[1]) & in_train[:, None, None]
+    pool = torch.nonzero(frac)  # (P, 3): s, k, i
+    n_all = int(in_train.sum()) * K * L * L
+    p_frac = len(pool) / max(n_all, 1)
+
+    def mixed_batch(idx_s, n_rows, generator):
+        if not boost or len(pool) == 0:
+            x, y = batch(idx_s, n_rows, generator)
+            return x, y, None
+        h = n_rows // 2
+        x1, y1 = batch(idx_s, n_rows - h, generator)
+        pick = pool[torch.randint(len(pool), (h,), generator=generator)]
+        s, k, i = pick[:, 0], pick[:, 1], pick[:, 2]
+        x2 = _inputs(model, G[s, i], MU[s, k], TE[s, k], g)
+        x, y = torch.cat([x1, x2]), torch.cat([y1, Y[s, k, i]])
+        # mixture probability of each row relative to uniform sampling
+        is_frac = (y > FRACTIONAL_SAMPLING[0]) & (y < FRACTIONAL_SAMPLING[1])
+        ratio = torch.where(is_frac, 0.5 + 0.5 / p_frac, torch.full_like(y, 0.5))
+        return x, y, 1.0 / ratio
+
     x0, _ = batch(tr, 200_000, gen)
     model.input_norm.set(x0.double().mean(0), x0.double().std(0))
     del x0
@@ -193,10 +221,12 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
                                                 pct_start=0.05, anneal_strategy="cos",
                                                 final_div_factor=1e3)
 
-    def loss_fn(pred, y):
+    def loss_fn(pred, y, w):
         if loss == "huber":
-            return torch.nn.functional.huber_loss(pred, y, delta=huber_delta)
-        return torch.mean((pred - y) ** 2)
+            per = torch.nn.functional.huber_loss(pred, y, delta=huber_delta, reduction="none")
+        else:
+            per = (pred - y) ** 2
+        return per.mean() if w is None else (per * w).mean()
 
     def validate() -> dict[str, float]:
         model.eval()
@@ -230,9 +260,9 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         te = time.perf_counter()
         total = 0.0
         for _ in range(steps):
-            x, y = batch(tr, batch_size, gen)
+            x, y, w = mixed_batch(tr, batch_size, gen)
             pred = model.site_density_from_inputs(x)
-            lo = loss_fn(pred, y)
+            lo = loss_fn(pred, y, w)
             opt.zero_grad(set_to_none=True)
             lo.backward()
             opt.step()
@@ -267,6 +297,7 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": "one-cycle cosine",
             "loss": loss, "huber_delta": huber_delta if loss == "huber" else None,
             "seed": seed, "samples_per_epoch": steps * batch_size,
+            "importance_sampling": bool(boost), "fractional_share": p_frac,
             "best_epoch": best_epoch, "threads": torch.get_num_threads(),
             "wall_seconds": time.perf_counter() - t0, "command": command,
         },
