@@ -248,3 +248,20 @@ def test_heldout_judge_gives_zero_error_for_exact_forces(gcset):
     for e in rep["by_f"].values():
         assert e["rmse"] < 1e-9 and e["n_frames"] == 3 * 4
     assert rep["frames"]["rmse"].shape == (1, 2, 3, 4)
+
+
+def test_ml_quench_stores_mu_conserves_electrons_and_is_deterministic(trained, tmp_path):
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    config = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.4,), runs=2, steps=30,
+                          save_every=10, seed=3, forcefield=str(trained), hot_start_T=0.3,
+                          frame_vars=("Q", "n"), compute_dtype="float32")
+    for name in ("a.zarr", "b.zarr"):
+        run_quench(config, tmp_path / name, progress=False)
+    a, b = (store.open_dataset(tmp_path / n) for n in ("a.zarr", "b.zarr"))
+    assert np.isfinite(a.mu.values).all()
+    np.testing.assert_array_equal(a.Q.values, b.Q.values)
+    np.testing.assert_array_equal(a.mu.values, b.mu.values)
+    total = a.n.values.astype(float).sum((-2, -1))
+    assert np.abs(total - 0.4 * L * L).max() <= 1e-6 * 0.4 * L * L
+    assert a.attrs["models"] == {"0.4": str(trained)}

@@ -739,29 +739,3 @@ def test_huber_loss_option_is_recorded_and_selects_on_mae(trainset, tmp_path):
     for bad in ({"loss": "l1"}, {"loss": "huber", "huber_delta": 0.0}):
         with pytest.raises(InputError):
             train(trainset, F_FILL, tmp_path / "bad", epochs=1, progress=False, **bad)
-
-
-# ------------------------------------------------------------------ filling sum rule
-
-
-@pytest.mark.parametrize("f", [0.5, 0.3])
-def test_conserve_filling_enforces_the_sum_rule_and_keeps_the_symmetries(tmp_path, f, rng):
-    m = _toy_model(dtype=torch.float32)
-    card = {"params": HolsteinParams().to_dict(), "filling": f, "electron_T": T_EL}
-    modelfile.save(m, tmp_path / "toy", card)
-    plain = load_model(tmp_path / "toy", dtype=torch.float64)
-    kept = load_model(tmp_path / "toy", dtype=torch.float64, conserve_filling=True)
-    Q = rng.normal(0.0, 1.0, (3, 8, 8))
-    n0, n = plain.density(Q), kept.density(Q)
-    np.testing.assert_allclose(n.sum((-2, -1)), f * 64, rtol=1e-12)
-    assert not np.allclose(n0.sum((-2, -1)), f * 64, rtol=1e-3)  # the raw model drifts
-    # the force follows the corrected density: F = F_elastic + g (n - 1/2)
-    np.testing.assert_allclose(kept.forces(Q), plain.forces(Q) + HolsteinParams().g * (n - n0),
-                               atol=1e-10)
-    lat = Lattice(8)
-    for op in range(8):
-        np.testing.assert_allclose(kept.forces(lat.apply_d4(Q, op)),
-                                   lat.apply_d4(kept.forces(Q), op), atol=1e-9)
-    np.testing.assert_allclose(kept.forces(np.roll(Q, (2, 3), (-2, -1))),
-                               np.roll(kept.forces(Q), (2, 3), (-2, -1)), atol=1e-9)
-    assert kept.attrs()["conserve_filling"] == 1 and "conserve_filling" not in plain.attrs()

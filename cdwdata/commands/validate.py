@@ -5,9 +5,15 @@ from __future__ import annotations
 
 def configure(p) -> None:
     p.add_argument("model", metavar="MODEL", help="shipped model name or model path")
-    p.add_argument("--data", required=True, nargs="+",
+    p.add_argument("--data", nargs="+", default=None,
                    help="ED store(s) (training-set layout) holding quench snapshots; for a "
                         "model trained on several stores, the same list")
+    p.add_argument("--heldout", nargs="+", default=None, metavar="STORE",
+                   help="ED-Langevin trajectory store(s) the model never saw (cdw quench "
+                        "--model ed): forces at every frame in --steps, per filling")
+    p.add_argument("--steps", type=int, nargs=2, default=[100, 2000],
+                   help="with --heldout: step window (default 100 2000, t = 5..100)")
+    p.add_argument("--every", type=int, default=1, help="with --heldout: every N-th frame")
     p.add_argument("--out", default=None,
                    help="folder for the report and PNGs (default: next to the model card)")
     p.add_argument("--compare", default=None, metavar="OTHER_MODEL",
@@ -19,6 +25,12 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
+    if args.heldout:
+        return _run_heldout(args)
+    if not args.data:
+        from cdwdata.errors import ParameterError
+
+        raise ParameterError("give --data (training-set stores) or --heldout (ED trajectories)")
     from cdwdata.ml.validate import validate
 
     rep = validate(args.model, args.data, out_dir=args.out, compare=args.compare,
@@ -43,3 +55,35 @@ def run(args) -> int:
 def _line(e: dict) -> str:
     return (f"force RMSE {e['rmse']:.4g}  MAE {e['mae']:.4g}  max {e['max_abs']:.4g}  "
             f"sigma_fit {e['sigma_fit']:.4g}  tails {100 * e['tail_fraction']:.2f}%")
+
+
+def _run_heldout(args) -> int:
+    import json
+    from pathlib import Path
+
+    from cdwdata.ml import heldout
+    from cdwdata.ml.modelfile import atomic_write, now
+
+    reports = []
+    for path in args.heldout:
+        rep = heldout.evaluate(args.model, path, step_range=tuple(args.steps), every=args.every,
+                               device=args.device)
+        reports.append(rep)
+        print(f"{rep['model']} on {path}, steps {args.steps[0]}..{args.steps[1]}:")
+        print("| f | frames | force RMSE | RMSE 0.05<n<0.95 | share of such sites | MAE | "
+              "sigma_fit | worst site |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for f, e in rep["by_f"].items():
+            w = e["worst_site"]
+            print(f"| {f} | {e['n_frames']} | {e['rmse']:.4f} | {e['rmse_fractional']:.4f} | "
+                  f"{100 * e['fraction_fractional']:.2f}% | {e['mae']:.4f} | "
+                  f"{e['sigma_fit']:.4f} | {w['error']:+.3f} (run {w['run']}, step "
+                  f"{w['step']}, x {w['x']}, y {w['y']}) |")
+    out = Path(args.out or ".") / f"{Path(args.model).name}-heldout.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"report": "held-out ED-Langevin quenches", "model": reports[0]["model"],
+           "created": now(), "stores": [
+               {k: v for k, v in r.items() if k != "frames"} for r in reports]}
+    atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
+    print(f"wrote {out}")
+    return 0
