@@ -53,12 +53,17 @@ class LangevinState:
     mu: torch.Tensor | None = None
 
 
-def evaluate(forcefield, Q):
-    """``(F, n, mu)`` of a force field; ``mu`` is None where it has no chemical potential."""
+def evaluate(forcefield, Q, mu_hint=None):
+    """``(F, n, mu)`` of a force field; ``mu`` is None where it has no chemical potential.
+
+    ``mu_hint`` (the previous step's mu) lets a force field that solves for mu start there.
+    """
     full = getattr(forcefield, "evaluate_with_mu", None)
     if full is None:
         F, n = forcefield.evaluate(Q)
         return F, n, None
+    if mu_hint is not None and getattr(forcefield, "accepts_mu_hint", False):
+        return full(Q, mu_hint=mu_hint)
     return full(Q)
 
 
@@ -102,7 +107,7 @@ def step(state: LangevinState, forcefield, T: float, params: HolsteinParams) -> 
     """Advance every run by one Langevin step at bath temperature ``T``."""
     p = params
     Q = drift(state.Q, state.v, state.F, p.dt, p.mass)
-    F, n, mu = evaluate(forcefield, Q)
+    F, n, mu = evaluate(forcefield, Q, state.mu)
     v = kick(state.v, state.F, F, p.dt, p.mass)
     if T > 0 and p.gamma > 0:
         xi = noise.normal(state.keys, noise.THERMAL, state.step, Q.shape[-2:], Q.device, Q.dtype)

@@ -349,16 +349,34 @@ class RunByRun:
         F, n, _ = self.evaluate_with_mu(Q)
         return F, n
 
-    def evaluate_with_mu(self, Q):
+    @property
+    def accepts_mu_hint(self) -> bool:
+        return bool(getattr(self.forcefield, "accepts_mu_hint", False))
+
+    def evaluate_with_mu(self, Q, mu_hint=None):
         import torch
 
         from cdwdata.dynamics import evaluate
 
         if Q.ndim < 3 or Q.shape[0] == 1:
-            return evaluate(self.forcefield, Q)
-        out = [evaluate(self.forcefield, Q[r:r + 1]) for r in range(Q.shape[0])]
+            return evaluate(self.forcefield, Q, mu_hint)
+        out = [evaluate(self.forcefield, Q[r:r + 1],
+                        None if mu_hint is None else mu_hint[r:r + 1])
+               for r in range(Q.shape[0])]
         mu = None if out[0][2] is None else torch.cat([m.reshape(1) for _, _, m in out])
         return torch.cat([F for F, _, _ in out]), torch.cat([n for _, n, _ in out]), mu
+
+
+def _stored_mu(writer: store.TrajectoryWriter, it: int, jf: int, runs: list[int], frame: int,
+               device):
+    """The chemical potentials stored with ``frame`` (the warm start of a resumed solve), or
+    None when the store has none (older stores, force fields without mu)."""
+    import torch
+
+    mu = writer.read_mu(it, jf, runs, frame)
+    if mu is None or not np.isfinite(mu).all():
+        return None
+    return torch.as_tensor(mu, dtype=torch.float64, device=device)
 
 
 class _FrameSink:
@@ -513,7 +531,8 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
                          for k in store.CKPT_VARS}
                     state = dynamics.LangevinState(
                         Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
-                        step=frame * config.save_every, keys=tuple(keys))
+                        step=frame * config.save_every, keys=tuple(keys),
+                        mu=_stored_mu(writer, it, jf, group, frame, config.device))
                 while frame + 1 < n_frames:
                     for _ in range(config.save_every):
                         state = _advance(state, ff, T, config.params, group)

@@ -372,6 +372,13 @@ class TrajectoryWriter:
         return {name: np.asarray(self._arr(_ckpt(name))[it, jf, run, slot])
                 for name in CKPT_VARS}
 
+    def read_mu(self, it: int, jf: int, runs: Sequence[int], frame: int) -> np.ndarray | None:
+        """Stored chemical potentials of ``runs`` at ``frame`` (None if the store has none)."""
+        if not self.has_mu:
+            return None
+        arr = self._arr(schema.MU)
+        return np.array([float(arr[it, jf, int(r), frame]) for r in runs])
+
     def _put(self, name: str, it: int, jf: int, runs: list[int], index, data) -> None:
         arr = self._arr(name)
         sl = _runs_slice(runs)

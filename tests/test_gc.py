@@ -265,3 +265,27 @@ def test_ml_quench_stores_mu_conserves_electrons_and_is_deterministic(trained, t
     total = a.n.values.astype(float).sum((-2, -1))
     assert np.abs(total - 0.4 * L * L).max() <= 1e-6 * 0.4 * L * L
     assert a.attrs["models"] == {"0.4": str(trained)}
+
+
+def test_warm_started_quench_resumes_bit_identically(trained, tmp_path):
+    from cdwdata.quench import QuenchConfig, prepare_store, run_quench, run_segment
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_2(frame, runs):
+        if frame == 2:
+            raise Kill
+
+    config = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.3,), runs=1, steps=40,
+                          save_every=10, seed=4, forcefield=str(trained), hot_start_T=0.3,
+                          frame_vars=("Q", "n"), compute_dtype="float32")
+    run_quench(config, tmp_path / "full.zarr", progress=False)
+    prepare_store(tmp_path / "cut.zarr", config)
+    with pytest.raises(Kill):
+        run_segment(tmp_path / "cut.zarr", config, 0, 0, on_frame=kill_at_2)
+    assert store.frames_done(tmp_path / "cut.zarr").tolist() == [[[3]]]
+    run_segment(tmp_path / "cut.zarr", config, 0, 0)
+    a, b = (store.open_dataset(tmp_path / n) for n in ("full.zarr", "cut.zarr"))
+    np.testing.assert_array_equal(a.Q.values, b.Q.values)
+    np.testing.assert_array_equal(a.mu.values, b.mu.values)

@@ -185,8 +185,9 @@ class GrandCanonicalForceField(MLForceField):
     ``sum_i n_i(mu) = f N`` for each configuration (:func:`~cdwdata.ml.gcmodel.solve_mu`,
     relative tolerance :data:`~cdwdata.ml.gcmodel.FILLING_RTOL`); the densities and forces
     are those at the solved mu, which :attr:`last_mu` keeps (one per configuration) for the
-    caller to store. Calls are pure: the solve starts from the card's mu for this filling,
-    not from a previous call.
+    caller to store. Calls are pure functions of their arguments: the solve starts from the
+    card's mu for this filling, or from an explicit ``mu_hint`` (the Langevin integrator passes
+    the previous step's mu, which the trajectory stores, so a resumed run is bit-identical).
     """
 
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
@@ -217,8 +218,15 @@ class GrandCanonicalForceField(MLForceField):
         return (f"GrandCanonicalForceField(name={self.name!r}, f={self.f}, T={self.T}, "
                 f"device={str(self._device)!r}, dtype={self.dtype})")
 
-    def solve(self, Q: torch.Tensor):
-        """``(n, mu, residual)`` for ``Q (..., L, L)`` at this filling and temperature."""
+    #: The dynamics may pass the previous step's mu as the start of the solve.
+    accepts_mu_hint = True
+
+    def solve(self, Q: torch.Tensor, mu_hint=None):
+        """``(n, mu, residual)`` for ``Q (..., L, L)`` at this filling and temperature.
+
+        The solve starts at ``mu_hint`` (one per configuration, e.g. the previous Langevin
+        step's) or, by default, at the card's mu for this filling.
+        """
         from cdwdata.ml.gcmodel import solve_mu
 
         check_lattice_shape(Q.shape)
@@ -238,7 +246,10 @@ class GrandCanonicalForceField(MLForceField):
                 return (nd * (1.0 - nd)).sum((-2, -1)) / self.T + 1e-3 * L1 * L2
 
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
-            mu0 = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
+            if mu_hint is None:
+                mu0 = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
+            else:
+                mu0 = torch.as_tensor(mu_hint, dtype=torch.float64).to(self._device).reshape(B)
             mu, n, res, it = solve_mu(count, target, mu0, slope)
         if bool((res.abs() > 1e-4 * target).any()):
             worst = float(res.abs().max())
@@ -255,9 +266,9 @@ class GrandCanonicalForceField(MLForceField):
         F, n, _ = self.evaluate_with_mu(Q)
         return F, n
 
-    def evaluate_with_mu(self, Q: torch.Tensor):
+    def evaluate_with_mu(self, Q: torch.Tensor, mu_hint=None):
         """``(F, n, mu)``; ``mu`` float64 of shape ``Q.shape[:-2]``."""
-        n, mu, _ = self.solve(Q)
+        n, mu, _ = self.solve(Q, mu_hint)
         n = n.to(device=Q.device, dtype=Q.dtype)
         g = self.params.g
         from cdwdata.ed import elastic_force
