@@ -9,41 +9,67 @@ A catalog is one YAML file (intake 2 format, ``version: 2``) with one entry per 
   Reading opens the store lazily (dask-backed, ``chunks={}``, zarr v3 without consolidated
   metadata) and drops the store's private checkpoint variables;
 * every model card (``<name>.json`` with ``"format": "cdwdata-model/..."``, e.g. the shipped
-  models in ``cdwdata/ml/models``) becomes an
-  :class:`intake.readers.readers.FileTextReader` of a
-  :class:`intake.readers.datatypes.JSONFile`; :func:`read` returns the card as a dict (load
-  the force field itself with ``cdwdata.ml.load_model(catalog.path_of(cat, name))``).
+  models in ``cdwdata/ml/models``) becomes a :class:`ModelCardReader` of a
+  :class:`intake.readers.datatypes.JSONFile`: reading it gives the card as a dict (load the
+  force field itself with ``cdwdata.ml.load_model(catalog.path_of(cat, name))``).
+
+Entry names are stable: a store is named after its path relative to the folder that was
+scanned (``T-scan/domain-size.zarr`` -> ``T-scan-domain-size``), so adding stores elsewhere
+never renames an entry; a model card is named after the model (``holstein-f0.5``).
 
 Every entry carries the metadata ``kind`` (one of :data:`KINDS`), ``T`` and ``f`` (lists of
-float), ``L``, ``runs``, ``steps`` (int or null), ``model`` (str, "" for ED runs) and
-``description``, plus a few extras (``path``, ``forcefield``, ``variables``, ``created``,
-``complete``, ...), taken from the store's attrs and coordinates or from the model card.
+float), ``L``, ``runs``, ``steps`` (int or null), ``model`` and ``description``, plus a few
+extras (``path``, ``forcefield``, ``models``, ``variables``, ``created``, ``complete``, ...),
+taken from the store's attrs and coordinates or from the model card. ``model`` holds resolved
+model names: ``""`` for ED runs, the name (``"holstein-f0.5"``) when the runs used one model,
+a list of names (in the order of ``f``) when they used one per filling; a model given as a
+path is named by its file stem.
 
-Typical use::
+Typical use (the shipped catalog; ``cdw catalog build`` writes new ones)::
 
-    from cdwdata import catalog
-    catalog.build(["data", "cdwdata/ml/models"], "catalogs/cdwdata.yaml")
-    cat = catalog.open()                           # the shipped catalog
-    hits = catalog.search(cat, kind="trajectory", T=0.1)
-    ds = catalog.read(cat, next(iter(hits)))      # lazy xarray.Dataset
+    >>> from cdwdata import catalog
+    >>> cat = catalog.open()                               # the shipped catalog
+    >>> hits = catalog.search(cat, kind="domain-size", T=0.2)  # an intake Catalog
+    >>> list(hits)
+    ['...T-scan-domain-size']
+    >>> name = list(hits)[0]
+    >>> hits[name].metadata["model"]
+    'holstein-f0.5'
+    >>> ds = hits[name].read()                             # lazy xarray.Dataset
+    >>> ds["L"].dims
+    ('T', 'f', 'run', 'step')
+    >>> hits = catalog.search(cat, kind="model", f=0.4)
+    >>> hits["holstein-f0.4"].read()["name"]               # a model card, as a dict
+    'holstein-f0.4'
 
-Pitfalls of intake 2.0.9 handled here: ``list(cat)`` is empty after entries are assigned, so
-entries are enumerated through ``cat.entries``; ``cat.search`` does not look at metadata, so
-:func:`search` filters ``entry.metadata`` itself. YAML is parsed with ``yaml.safe_load`` and
-checked before intake sees it; problems raise :class:`~cdwdata.errors.CatalogError` with a
-one-line message naming the file or the entry.
+Pitfalls of intake 2.0.9 handled here: entries assigned to an intake Catalog are not listed by
+``list(cat)`` (it iterates ``cat.aliases``), so every catalog this module writes or opens
+names each entry in ``aliases`` and :class:`CdwCatalog` iterates over entry names;
+``cat.search`` does not look at metadata, so :func:`search` filters ``entry.metadata`` itself
+and returns a sub-catalog (as intake-esm does). YAML is parsed with ``yaml.safe_load`` and
+checked (including an allow-list of reader and data classes, since intake imports whatever
+classes a file names) before intake sees it; problems raise
+:class:`~cdwdata.errors.CatalogError` with a one-line message naming the file or the entry.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import fsspec
+import intake
+import yaml
+from intake.readers import datatypes
+from intake.readers.entry import Catalog
+from intake.readers.readers import FileReader, FileTextReader, XArrayDatasetReader
 
 from cdwdata import schema
 from cdwdata.errors import CatalogError
@@ -62,6 +88,55 @@ MODEL_CARD_FORMAT = "cdwdata-model/"
 _STORE_SUFFIX = ".zarr"
 _PRIVATE_PREFIX = "ckpt_"  # store-internal checkpoint variables, never exposed by a reader
 _DATA_REF = re.compile(r"\{data\(([^)]*)\)\}")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+# --- intake classes ----------------------------------------------------------------------------
+class ModelCardReader(FileReader):
+    """Intake reader of a cdwdata model card (a JSON file): ``read()`` returns a dict."""
+
+    output_instance = "builtins:dict"
+    implements = {datatypes.JSONFile}
+
+    def _read(self, data, **kwargs):
+        with fsspec.open(data.url, mode="rt", **(data.storage_options or {})) as f:
+            return json.load(f)
+
+
+class CdwCatalog(Catalog):
+    """An intake Catalog that lists its entries: ``list(cat)``, ``len(cat)``, ``name in cat``
+    and ``cat.keys()`` give entry names (sorted), ``cat[name]`` the reader and
+    ``cat[name].read()`` the data; ``cat.items()`` / ``cat.values()`` give the readers.
+
+    :func:`open` and :func:`search` return one. (intake 2.0.9's own Catalog iterates its
+    ``aliases``, which are empty after entries are assigned.)
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self.entries))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def keys(self) -> list[str]:
+        return sorted(self.entries)
+
+    def values(self) -> list:
+        return [self[name] for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, self[name]) for name in self.keys()]
+
+
+#: Classes an entry's ``reader`` may name (intake imports it when the entry is read).
+ALLOWED_READERS = frozenset({
+    XArrayDatasetReader.qname(),
+    ModelCardReader.qname(),
+    FileTextReader.qname(),  # model cards in catalogs written before ModelCardReader
+})
+#: Classes a data block's ``datatype`` may name (intake imports it when the catalog opens).
+ALLOWED_DATATYPES = frozenset({datatypes.Zarr.qname(), datatypes.JSONFile.qname()})
+_ALLOWED_CLS_PREFIX = "intake.readers.user_parameters:"
 
 
 # --- locating catalogs ---------------------------------------------------------------------------
@@ -90,9 +165,24 @@ def default_path() -> Path:
     looked = ", ".join(str(p) for p in places)
     raise CatalogError(
         f"no cdwdata catalog found (looked in {looked}): build one with "
-        f"`cdw catalog build DATA_DIRS --out catalogs/{DEFAULT_FILE}`, set ${ENV_VAR}, "
-        "or pass a path"
+        f"`cdw catalog build DATA_DIRS --out catalog.yaml`, then set ${ENV_VAR} to it "
+        "or pass its path"
     )
+
+
+def shipped_paths() -> list[Path]:
+    """The catalogs that come with cdwdata: ``catalogs/cdwdata.yaml`` of the source tree and
+    ``cdwdata/catalog_data/cdwdata.yaml`` inside the package."""
+    return [_PACKAGE_DIR.parent / "catalogs" / DEFAULT_FILE,
+            _PACKAGE_DIR / "catalog_data" / DEFAULT_FILE]
+
+
+def is_shipped(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a shipped catalog (see :func:`shipped_paths`) or lies inside the
+    installed package, where only ``pipelines/publish.py`` (or ``cdw catalog build
+    --force-shipped``) should write."""
+    p = Path(path).expanduser().resolve()
+    return p in {q.resolve() for q in shipped_paths()} or _PACKAGE_DIR in p.parents
 
 
 # --- scanning ----------------------------------------------------------------------------------
@@ -217,6 +307,7 @@ def _describe(kind: str, meta: dict[str, Any]) -> str:
         "model": "ML force field",
     }.get(kind, kind)
     ff = meta.get("model") or meta.get("forcefield") or ""
+    ff = ",".join(ff) if isinstance(ff, list) else ff
     ff = ff.upper() if ff in ("ed", "tdgl") else ff
     if kind in ("training-set", "model") or not ff:
         parts = [what]
@@ -234,6 +325,56 @@ def _describe(kind: str, meta: dict[str, Any]) -> str:
     if meta.get("steps") is not None:
         parts.append(f"{meta['steps']} steps")
     return ", ".join(parts)
+
+
+def model_name(spec: Any) -> str:
+    """The name of the model ``spec`` names: a shipped name stays as it is
+    (``"holstein-f0.5"``), a path becomes its file stem (``runs/x/my-model.json`` ->
+    ``"my-model"``); ``""`` for no model."""
+    from cdwdata.ml.modelfile import stem
+
+    return stem(str(spec)).name if spec else ""
+
+
+def _filling_key(key: Any) -> float:
+    try:
+        return float(key)
+    except (TypeError, ValueError):
+        return math.inf
+
+
+def model_names(attrs: Mapping[str, Any], fillings: Iterable[float] = ()) -> list[str]:
+    """Resolved names of the ML models behind a store (``[]`` for ED or toy runs), in
+    filling order, without repeats.
+
+    Uses the attr ``models`` (filling -> model spec, as trajectory stores record it) if
+    present, else the attr ``model`` with a ``{f}`` template resolved for each of
+    ``fillings``; every spec goes through :func:`model_name`.
+    """
+    from cdwdata.quench import resolve_forcefield
+
+    models = attrs.get("models")
+    if isinstance(models, Mapping) and models:
+        specs = [v for _, v in sorted(models.items(), key=lambda kv: _filling_key(kv[0]))]
+    else:
+        spec = str(attrs.get("model") or "")
+        if "{f}" in spec and fillings:
+            specs = [resolve_forcefield(spec, f) for f in sorted(fillings)]
+        else:
+            specs = [spec]
+    out: list[str] = []
+    for spec in specs:
+        name = model_name(spec)
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def _model_field(names: list[str]) -> str | list[str]:
+    """The ``model`` metadata value: "" (no model), the one name, or the list of names."""
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else names
 
 
 def store_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -254,17 +395,22 @@ def store_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CatalogError(f"{path}: {err}") from err
     a = ds.attrs
     training = kind == "training-set"
+    fillings = _coord_or_attr(ds, schema.F_FILL, "fillings", "f")
     meta: dict[str, Any] = {
         "kind": kind,
         "T": _coord_or_attr(ds, schema.T, "electron_T", "temperatures", "T"),
-        "f": _coord_or_attr(ds, schema.F_FILL, "fillings", "f"),
+        "f": fillings,
         "L": _int_or_none(a.get("L", ds.sizes.get(schema.X))),
         "runs": _int_or_none(a.get("quench_runs") if training
                              else a.get("runs", ds.sizes.get(schema.RUN))),
         "steps": _int_or_none(a.get("quench_steps") if training else a.get("steps")),
-        "model": str(a.get("model") or ""),
-        "forcefield": str(a.get("forcefield", "ed" if training else "")),
+        "model": _model_field(model_names(a, fillings)),
+        # the force-field spec as given (a template like holstein-f{f} stays; a path is
+        # reduced to its stem so that no absolute path ends up in the catalog)
+        "forcefield": model_name(a.get("forcefield", "ed" if training else "")),
     }
+    if isinstance(a.get("models"), Mapping) and a["models"]:
+        meta["models"] = {str(k): model_name(v) for k, v in a["models"].items()}
     if meta["steps"] is None and schema.STEP in ds.coords and ds.sizes.get(schema.STEP):
         meta["steps"] = int(ds[schema.STEP].values.max())
     if schema.SAMPLE in ds.dims:
@@ -319,23 +465,32 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _base_name(path: Path) -> str:
-    return _safe(path.name.removesuffix(_STORE_SUFFIX).removesuffix(".json")) or "entry"
+def _root_of(path: Path, roots: list[Path]) -> Path:
+    """The first of the scanned ``roots`` that is ``path`` or contains it."""
+    return next(r for r in roots if r == path or r in path.parents)
 
 
-def _entry_name(path: Path, taken: set[str], ambiguous: frozenset[str] = frozenset()) -> str:
-    """Entry name of a store: its file name, prefixed by its folder's name when several of
-    the catalogued stores share that file name (``T-scan-domain-size``, ``f-scan-...``)."""
-    base = _base_name(path)
-    name = base
-    if name in taken or base in ambiguous:
-        name = f"{_safe(path.parent.name)}-{base}"
+def _relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to the scanned ``root`` as an entry name: folders joined with ``-``,
+    the suffix dropped (``T-scan/domain-size.zarr`` -> ``T-scan-domain-size``)."""
+    parts = path.relative_to(root).parts if path != root else (path.name,)
+    *folders, last = parts
+    last = last.removesuffix(_STORE_SUFFIX).removesuffix(".json")
+    return "-".join(_safe(part) for part in (*folders, last) if part) or "entry"
+
+
+def _claim(name: str, root: Path, taken: set[str]) -> str:
+    """``name``, or if another entry has it already, ``name`` prefixed by the scanned folder's
+    name, then numbered; the result is added to ``taken``."""
+    out = name
+    if out in taken:
+        out = f"{_safe(root.name)}-{name}"
     i = 2
-    while name in taken:
-        name = f"{base}-{i}"
+    while out in taken:
+        out = f"{name}-{i}"
         i += 1
-    taken.add(name)
-    return name
+    taken.add(out)
+    return out
 
 
 def _relative_path(target: Path, catalog_dir: Path) -> str:
@@ -356,23 +511,18 @@ def _zarr_format(path: Path) -> int:
 
 
 def _store_reader(path: Path, catalog_dir: Path, meta: dict[str, Any]):
-    from intake.readers.datatypes import Zarr
-    from intake.readers.readers import XArrayDatasetReader
-
     private = sorted(p.name for p in path.iterdir() if p.name.startswith(_PRIVATE_PREFIX))
     kwargs: dict[str, Any] = {"chunks": {}, "consolidated": False,
                               "zarr_format": _zarr_format(path)}
     if private:
         kwargs["drop_variables"] = private
-    return XArrayDatasetReader(Zarr(url=_relative_url(path, catalog_dir)), metadata=meta,
-                               **kwargs)
+    return XArrayDatasetReader(datatypes.Zarr(url=_relative_url(path, catalog_dir)),
+                               metadata=meta, **kwargs)
 
 
 def _model_reader(card: Path, catalog_dir: Path, meta: dict[str, Any]):
-    from intake.readers.datatypes import JSONFile
-    from intake.readers.readers import FileTextReader
-
-    return FileTextReader(JSONFile(url=_relative_url(card, catalog_dir)), metadata=meta)
+    return ModelCardReader(datatypes.JSONFile(url=_relative_url(card, catalog_dir)),
+                           metadata=meta)
 
 
 def build(paths_or_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
@@ -393,7 +543,7 @@ def build(paths_or_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
 
     Returns
     -------
-    intake.readers.entry.Catalog
+    CdwCatalog
         The catalog as written, reopened from the file (so its relative paths resolve).
 
     Raises
@@ -401,49 +551,67 @@ def build(paths_or_dirs: Iterable[str | os.PathLike] | str | os.PathLike,
     CatalogError
         A given path is missing or unreadable, or nothing was found. Stores found while
         searching a directory that cannot be read are skipped with a warning.
-    """
-    import intake
 
+    Notes
+    -----
+    Entry names do not depend on what else is catalogued: a store is named after its path
+    relative to the first of ``paths_or_dirs`` that contains it (a store given directly after
+    its own name), a model card after its model. Only if two entries would get the same name
+    does the later one (in the order of ``paths_or_dirs``) get the scanned folder's name as a
+    prefix, then a number. This function writes wherever it is told; ``cdw catalog build``
+    refuses to overwrite the shipped catalogs (:func:`is_shipped`) unless asked to.
+    """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
-    given = {Path(p).expanduser().resolve() for p in paths_or_dirs}
+    paths_or_dirs = list(paths_or_dirs)
+    roots = [Path(p).expanduser().resolve() for p in paths_or_dirs]
     stores, cards = find_artifacts(paths_or_dirs)
     out = Path(out_yaml).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    cat = intake.entry.Catalog(metadata={
+    cat = CdwCatalog(metadata={
         "name": name,
         "description": description or f"cdwdata catalog {name}: stores and models",
         "cdwdata_catalog": 1,
     })
     taken: set[str] = set()
-    bases = [_base_name(path) for path in stores]
-    ambiguous = frozenset(b for b in bases if bases.count(b) > 1)
-    found = 0
-    for path in stores:
+
+    def order(path: Path) -> tuple[int, tuple[str, ...]]:
+        root = _root_of(path, roots)
+        return roots.index(root), path.relative_to(root).parts
+
+    for path in sorted(stores, key=order):
         try:
             meta = store_metadata(path)
         except CatalogError as err:
-            if path in given:
+            if path in roots:
                 raise
             warnings.warn(f"skipping {path}: {err}", stacklevel=2)
             continue
         meta["path"] = _relative_path(path, out.parent)
-        cat[_entry_name(path, taken, ambiguous)] = _store_reader(path, out.parent, meta)
-        found += 1
-    for card in cards:
+        root = _root_of(path, roots)
+        entry = _claim(_relative_name(path, root), root, taken)
+        _add(cat, entry, _store_reader(path, out.parent, meta))
+    for card in sorted(cards, key=order):
         meta = model_metadata(card)
         meta["path"] = _relative_path(card, out.parent)
-        entry = meta["model"] if meta["model"] not in taken else _entry_name(card, taken)
-        taken.add(entry)
-        cat[entry] = _model_reader(card, out.parent, meta)
-        found += 1
-    if not found:
+        root = _root_of(card, roots)
+        wanted = _safe(meta["model"]) if _safe(meta["model"]) not in taken \
+            else _relative_name(card, root)
+        _add(cat, _claim(wanted, root, taken), _model_reader(card, out.parent, meta))
+    if not cat.entries:
         looked = ", ".join(str(p) for p in paths_or_dirs)
         raise CatalogError(f"no stores (*.zarr) or model cards found in {looked}")
     tmp = out.with_name(out.name + ".tmp")
     cat.to_yaml_file(str(tmp))
     os.replace(tmp, out)
     return open(out)
+
+
+def _add(cat, name: str, reader) -> None:
+    """Add ``reader`` as entry ``name``, listed in ``aliases`` too (so that plain intake's
+    ``list(cat)`` shows it)."""
+    cat[name] = reader
+    cat.aliases[name] = name
 
 
 # --- opening -----------------------------------------------------------------------------------
@@ -467,6 +635,48 @@ def _validate(doc: Any, where: str) -> None:
             if ref not in data_keys and ref not in doc["entries"]:
                 raise CatalogError(f"{where}: entry {ename!r} refers to data block {ref!r}, "
                                    "which the catalog does not define")
+        if entry["reader"] not in ALLOWED_READERS:
+            raise CatalogError(f"{where}: entry {ename!r} names reader {entry['reader']!r}, "
+                               "which a cdwdata catalog does not use (allowed: "
+                               f"{', '.join(sorted(ALLOWED_READERS))})")
+    for dname, block in doc["data"].items():
+        kind = block.get("datatype") if isinstance(block, dict) else None
+        if kind not in ALLOWED_DATATYPES:
+            raise CatalogError(f"{where}: data block {dname!r} has datatype {kind!r}, which a "
+                               "cdwdata catalog does not use (allowed: "
+                               f"{', '.join(sorted(ALLOWED_DATATYPES))})")
+    for cls in _cls_names(doc):
+        if not (isinstance(cls, str) and cls.startswith(_ALLOWED_CLS_PREFIX)):
+            raise CatalogError(f"{where}: names class {cls!r}, which a cdwdata catalog does "
+                               "not use")
+
+
+def _cls_names(doc: Any) -> Iterator[Any]:
+    """Every ``cls:`` value anywhere in ``doc`` (intake imports these when it loads)."""
+    if isinstance(doc, dict):
+        if "cls" in doc:
+            yield doc["cls"]
+        for value in doc.values():
+            yield from _cls_names(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _cls_names(value)
+
+
+def _upgrade(cat) -> None:
+    """Bring a catalog written by an older cdwdata up to date, in memory: every entry is
+    listed in ``aliases``, model cards read as dicts, and ``model`` metadata holds resolved
+    names (an old catalog may hold a template such as ``holstein-f{f}``)."""
+    for name, entry in cat.entries.items():
+        cat.aliases.setdefault(name, name)
+        meta = entry.metadata if isinstance(entry.metadata, dict) else {}
+        if meta.get("kind") == "model":
+            if entry.reader == FileTextReader.qname():
+                entry.reader = ModelCardReader.qname()
+                entry.output_instance = ModelCardReader.output_instance
+        elif isinstance(meta.get("model"), str) and meta["model"]:
+            f = meta.get("f") if isinstance(meta.get("f"), list) else []
+            meta["model"] = _model_field(model_names({"model": meta["model"]}, f))
 
 
 def open(path: str | os.PathLike | None = None):
@@ -474,17 +684,17 @@ def open(path: str | os.PathLike | None = None):
 
     Returns
     -------
-    intake.readers.entry.Catalog
+    CdwCatalog
+        An intake Catalog: ``list(cat)`` gives the entry names, ``cat[name].read()`` the data.
 
     Raises
     ------
     CatalogError
-        No catalog found, the file is unreadable, not YAML, or not a well-formed intake 2
-        catalog. (An entry pointing at a missing store is reported by :func:`read`.)
+        No catalog found, the file is unreadable, not YAML, not a well-formed intake 2
+        catalog, or names reader or data classes that cdwdata does not use (see
+        :data:`ALLOWED_READERS`). (An entry pointing at a missing store is reported by
+        :func:`read`.)
     """
-    import intake
-    import yaml
-
     p = default_path() if path is None else Path(path).expanduser()
     try:
         text = p.read_text()
@@ -501,9 +711,13 @@ def open(path: str | os.PathLike | None = None):
         raise CatalogError(f"{p}: malformed YAML{at}: {problem}") from None
     _validate(doc, str(p))
     try:
-        return intake.from_yaml_file(str(p.resolve()))
+        plain = intake.from_yaml_file(str(p.resolve()))
     except Exception as err:  # intake raises assorted types for structural problems
         raise CatalogError(f"{p}: intake cannot load the catalog: {err}") from err
+    cat = CdwCatalog(entries=plain.entries, aliases=plain.aliases, data=plain.data,
+                     user_parameters=plain.user_parameters, metadata=plain.metadata)
+    _upgrade(cat)
+    return cat
 
 
 def _as_catalog(cat):
@@ -561,19 +775,55 @@ def matches(value: Any, wanted: Any) -> bool:
     return _same(value, wanted)
 
 
-def search(cat=None, **query: Any) -> dict[str, Any]:
-    """Entries whose metadata satisfy every ``key=value`` of ``query`` (see :func:`matches`).
+def search(cat=None, **query: Any) -> CdwCatalog:
+    """The sub-catalog of entries whose metadata satisfy every ``key=value`` of ``query``.
 
-    ``search(cat, kind="trajectory", T=0.1, f=[0.4, 0.5])``. An entry without a queried key
-    never matches. Returns ``{name: entry description}`` sorted by name; the metadata dict is
-    ``entry.metadata`` and ``read(cat, name)`` loads it.
+    ``search(cat, kind="trajectory", T=0.1, f=[0.4, 0.5], model="holstein-f0.5")`` (see
+    :func:`matches` for how a term matches). An entry without a queried key never matches.
+
+    Returns
+    -------
+    CdwCatalog
+        An intake Catalog (as intake-esm's ``search`` returns one) holding the matching
+        entries and what they need to be read: ``list(hits)`` gives the names (sorted, empty
+        if nothing matched), ``hits[name].read()`` the lazy ``xarray.Dataset`` (a dict for a
+        model card), ``hits[name].metadata`` the metadata, and every function of this module
+        accepts it as ``cat``.
     """
     cat = _as_catalog(cat)
-    out = {}
-    for name in sorted(cat.entries):
-        meta = cat.entries[name].metadata or {}
-        if all(key in meta and matches(meta[key], want) for key, want in query.items()):
-            out[name] = cat.entries[name]
+
+    def wanted(meta: Mapping[str, Any]) -> bool:
+        return all(key in meta and matches(meta[key], want) for key, want in query.items())
+
+    return _subset(cat, [name for name in sorted(cat.entries)
+                         if wanted(cat.entries[name].metadata or {})])
+
+
+def _refs(obj: Any) -> set[str]:
+    return set(_DATA_REF.findall(json.dumps(obj, default=str)))
+
+
+def _subset(cat, names: list[str]) -> CdwCatalog:
+    """A catalog of the entries ``names`` of ``cat``, with the data blocks they refer to and
+    ``cat``'s user parameters (``CATALOG_DIR`` resolves the relative URLs)."""
+    out = CdwCatalog(metadata=dict(cat.metadata or {}),
+                     user_parameters=dict(cat.user_parameters or {}),
+                     parameter_overrides=dict(getattr(cat, "_up_overrides", None) or {}))
+    todo: set[str] = set()
+    for name in names:
+        entry = copy.copy(cat.entries[name])
+        entry.metadata = dict(entry.metadata or {})
+        out.entries[name] = entry
+        out.aliases[name] = name
+        todo |= _refs(entry.kwargs)
+    while todo:
+        tok = todo.pop()
+        if tok in cat.data and tok not in out.data:
+            out.data[tok] = cat.data[tok]
+            todo |= _refs(getattr(cat.data[tok], "kwargs", {}))
+        elif tok in cat.entries and tok not in out.entries:  # an entry used as data
+            out.entries[tok] = cat.entries[tok]
+            todo |= _refs(cat.entries[tok].kwargs)
     return out
 
 
@@ -638,11 +888,16 @@ def read(cat, name: str):
     return out
 
 
-def table(cat=None, entries_: Mapping[str, Any] | None = None,
+def table(cat=None, entries_: Any = None,
           columns: tuple[str, ...] = ("kind", "T", "f", "L", "runs", "steps", "model")) -> str:
-    """Plain-text table of entries (all, or the ``search`` result ``entries_``)."""
-    cat = _as_catalog(cat) if entries_ is None else cat
-    items = entries_ if entries_ is not None else {n: cat.entries[n] for n in sorted(cat.entries)}
+    """Plain-text table of the entries of ``cat`` (a catalog, e.g. a :func:`search` result,
+    a path, or None = the default catalog); ``entries_``, if given, is a second catalog
+    (or ``{name: entry}``) whose entries are listed instead."""
+    source = _as_catalog(cat) if entries_ is None else entries_
+    if isinstance(source, Catalog):
+        items = {n: source.entries[n] for n in sorted(source.entries)}
+    else:
+        items = dict(source)
 
     def fmt(v: Any) -> str:
         if isinstance(v, list):

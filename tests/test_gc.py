@@ -289,3 +289,16 @@ def test_warm_started_quench_resumes_bit_identically(trained, tmp_path):
     a, b = (store.open_dataset(tmp_path / n) for n in ("full.zarr", "cut.zarr"))
     np.testing.assert_array_equal(a.Q.values, b.Q.values)
     np.testing.assert_array_equal(a.mu.values, b.mu.values)
+
+
+def test_fast_evaluator_equals_the_plain_network(trained, rng):
+    ff = load_model(trained, f=0.4, T=0.2, dtype=torch.float64)
+    G = ff.model.features(torch.as_tensor(rng.normal(0, 1, (2, L, L))))
+    mu = torch.tensor([-1.0, 0.5], dtype=torch.float64)
+    T = torch.full((2,), 0.2, dtype=torch.float64)
+    fast = ff.model.evaluator(G, T)(mu)
+    np.testing.assert_allclose(fast.numpy(), ff.model.site_density(G, mu, T).numpy(), atol=1e-12)
+    bf = load_model(trained, f=0.4, T=0.2, precision="bf16")
+    Q = rng.normal(0, 1, (L, L))
+    assert np.abs(bf.density(Q) - ff.density(Q)).max() < 0.05
+    assert bf.attrs()["ml_precision"] == "bf16"

@@ -39,10 +39,11 @@ def configure(p) -> None:
                    help="learning-rate schedule (default plateau)")
     p.add_argument("--patience", type=int, default=30,
                    help="early stopping: epochs without a better validation RMSE")
-    p.add_argument("--loss", choices=("mse", "huber"), default="mse",
+    p.add_argument("--loss", choices=("mse", "huber", "bce"), default=None,
                    help="mse (paper) or huber: quadratic up to --huber-delta, linear beyond, "
                         "so that sites whose force is set by the global mu do not dominate; "
-                        "huber keeps the epoch with the smallest validation MAE")
+                        "huber keeps the epoch with the smallest validation MAE; bce (density "
+                        "kind only, its default): cross-entropy of the density")
     p.add_argument("--huber-delta", type=float, default=0.05,
                    help="Huber threshold in force units (default 0.05)")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -66,6 +67,8 @@ def run(args) -> int:
         raise ParameterError(f"--f is required for --kind {args.kind}")
     from cdwdata.ml.train import train
 
+    if args.loss is None:
+        args.loss = "mse"
     res = train(args.data, f=args.f, out=args.out, kind=args.kind, target=args.target,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 schedule=args.schedule, patience=args.patience, seed=args.seed,
@@ -90,7 +93,7 @@ def _run_density(args) -> int:
 
     card = gctrain.train(args.data, args.out, hidden=tuple(args.hidden or gctrain.HIDDEN),
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         loss=args.loss, huber_delta=args.huber_delta, seed=args.seed,
+                         loss=args.loss or "bce", huber_delta=args.huber_delta, seed=args.seed,
                          val_fraction=args.val_fraction, threads=args.threads,
                          overwrite=args.overwrite, command=command_line(),
                          progress=not args.no_progress,

@@ -191,9 +191,17 @@ class GrandCanonicalForceField(MLForceField):
     """
 
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
-                 dtype: Any = torch.float32, path=None) -> None:
+                 dtype: Any = torch.float32, path=None, precision: str = "float32") -> None:
         super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
+        from cdwdata.ml.gcmodel import PRECISIONS
         from cdwdata.params import check_temperature
+
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+        if precision == "bf16" and self.dtype != torch.float32:
+            raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
+                             "input and output layers)")
+        self.precision = precision
 
         self.f = check_filling(f)
         self.T = check_temperature(T)
@@ -236,9 +244,10 @@ class GrandCanonicalForceField(MLForceField):
         with torch.no_grad():
             G = self.model.features(Qm)
             T = torch.full((B,), self.T, dtype=self.dtype, device=self._device)
+            n_of = self.model.evaluator(G, T, self.precision)
 
             def count(mu):
-                n = self.model.site_density(G, mu.to(self.dtype), T)
+                n = n_of(mu.to(self.dtype))
                 return n.sum((-2, -1), dtype=torch.float64), n
 
             def slope(n):
@@ -290,7 +299,8 @@ class GrandCanonicalForceField(MLForceField):
 
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
-        out.update({"electron_T": self.T, "grand_canonical": 1})
+        out.update({"electron_T": self.T, "grand_canonical": 1,
+                    "ml_precision": self.precision})
         return out
 
 
@@ -331,7 +341,8 @@ def aliases() -> dict[str, str]:
 
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
                f: float | None = None, device: Any = None,
-               dtype: Any = torch.float32, T: float | None = None) -> MLForceField:
+               dtype: Any = torch.float32, T: float | None = None,
+               precision: str = "float32") -> MLForceField:
     """Load a shipped or saved ML force field.
 
     Parameters
@@ -353,6 +364,9 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
     T : float, optional
         Electron temperature of a grand-canonical model (default 0.1, the paper's); must lie
         in the card's trained range. Canonical models carry theirs in the card.
+    precision : {"float32", "bf16"}
+        Grand-canonical models: precision of the hidden-to-hidden layers (the layers that see
+        mu and the output stay float32).
 
     Returns
     -------
@@ -370,7 +384,7 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
             f_alias if f_alias is not None else float(card["filling"]))
         ff = GrandCanonicalForceField(model, card, card_hash, f=f_use,
                                       T=0.1 if T is None else T, device=device, dtype=dtype,
-                                      path=path)
+                                      path=path, precision=precision)
         if alias is not None:
             ff.name = modelfile.stem(str(name_or_path)).name
             ff.model_file = card["name"]

@@ -43,6 +43,8 @@ HIDDEN: tuple[int, ...] = (256, 128, 64)
 ACTIVATION = "silu"
 #: Relative tolerance of the filling equation.
 FILLING_RTOL = 1e-7
+#: Precisions of the hidden layers at inference.
+PRECISIONS = ("float32", "bf16")
 
 
 @lru_cache(maxsize=4)
@@ -132,6 +134,47 @@ class DensityModel(nn.Module):
     def density_at(self, Q: torch.Tensor, mu, T) -> torch.Tensor:
         """``n_i(Q; mu, T)``, ``(..., L, L)``; ``mu`` and ``T`` scalars or one per configuration."""
         return self.site_density(self.features(Q), mu, T)
+
+    def evaluator(self, G: torch.Tensor, T, precision: str = "float32"):
+        """``n(mu)`` for fixed features ``G (B, ..., F)`` and ``T``: the mu solve's inner loop.
+
+        The first layer is affine in mu, ``W1 norm([G + (mu/g) a, T]) + b1 = A + mu c``, so
+        ``A`` is computed once and every mu costs the remaining layers only. ``precision``
+        ``"bf16"`` runs the hidden-to-hidden layers in bfloat16 (float32 accumulation inside
+        the matmul); the first layer, which carries mu, and the output layer stay float32.
+        """
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+        lin = [m for m in self.mlp if isinstance(m, nn.Linear)]
+        act = nn.functional.silu
+        g = float(self.coupling[0])
+        std, mean = self.input_norm.std.to(G.dtype), self.input_norm.mean.to(G.dtype)
+        T = torch.as_tensor(T, dtype=G.dtype, device=G.device)
+        T = T.reshape(*T.shape, *([1] * (G.ndim - 1 - T.ndim))).expand(G.shape[:-1])
+        x = torch.cat([G, T.unsqueeze(-1)], dim=-1)
+        W1, b1 = lin[0].weight.to(G.dtype), lin[0].bias.to(G.dtype)
+        A = torch.nn.functional.linear((x - mean) / std, W1, b1)
+        a = torch.cat([self.shift.to(G.dtype), G.new_zeros(1)]) / (g * std)
+        c = W1 @ a  # (H1,)
+        hidden = lin[1:-1]
+        if precision == "bf16":
+            hidden = [(m.weight.to(torch.bfloat16), m.bias.to(torch.bfloat16)) for m in hidden]
+        else:
+            hidden = [(m.weight.to(G.dtype), m.bias.to(G.dtype)) for m in hidden]
+        Wo, bo = lin[-1].weight.to(G.dtype), lin[-1].bias.to(G.dtype)
+        lead = (slice(None),) + (None,) * (G.ndim - 2)
+
+        def n_of(mu: torch.Tensor) -> torch.Tensor:
+            mu = torch.as_tensor(mu, dtype=G.dtype, device=G.device)
+            h = act(A + mu[lead].unsqueeze(-1) * c)
+            if precision == "bf16":
+                h = h.to(torch.bfloat16)
+            for W, b in hidden:
+                h = act(torch.nn.functional.linear(h, W, b))
+            z = torch.nn.functional.linear(h.to(G.dtype), Wo, bo).squeeze(-1)
+            return torch.sigmoid(z)
+
+        return n_of
 
     def elastic_force(self, Q: torch.Tensor) -> torch.Tensor:
         from cdwdata.params import Lattice

@@ -31,7 +31,12 @@ from cdwdata.ml.gcmodel import HIDDEN, DensityModel
 from cdwdata.ml.train import output_path, torch_threads
 from cdwdata.params import HolsteinParams
 
-LOSSES = ("mse", "huber")
+#: ``bce``: binary cross-entropy of the density (a probability) against the exact one; its
+#: gradient in the logit is ``n - n_exact`` for every site, where the squared error's is
+#: damped by ``n (1 - n)`` and stalls on nearly full or empty sites.
+LOSSES = ("bce", "mse", "huber")
+#: Consecutive frames held out together when a quench origin has too few runs to split.
+FRAME_BLOCK = 5
 #: Densities strictly inside this interval count as fractional for importance sampling.
 FRACTIONAL_SAMPLING = (0.01, 0.99)
 
@@ -97,9 +102,9 @@ def load(paths) -> GCData:
 def split(data: GCData, seed: int = 0, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
     """Train / validation positions: whole split units (quench runs, random configurations).
 
-    Each quench origin (store, T, f) gives its own runs to validation when it has at least 3
-    (else whole runs are not split off and only random configurations validate); a
-    ``val_fraction`` share of the random configurations validates too.
+    Each quench origin (store, T, f) gives whole runs to validation when it has at least 3,
+    else blocks of :data:`FRAME_BLOCK` consecutive frames of each run; a ``val_fraction``
+    share of the random configurations validates too.
     """
     rng = np.random.default_rng(seed)
     val = np.zeros(len(data.Q), bool)
@@ -115,6 +120,14 @@ def split(data: GCData, seed: int = 0, val_fraction: float = 0.1) -> dict[str, n
             k = max(1, int(round(val_fraction * len(runs))))
             for g in rng.choice(runs, size=k, replace=False):
                 val |= data.group == g
+        else:  # one or two runs: hold out blocks of FRAME_BLOCK consecutive frames
+            for g in runs:
+                pos = np.flatnonzero(data.group == g)
+                blocks = np.arange(len(pos)) // FRAME_BLOCK
+                nb = int(blocks.max()) + 1
+                k = max(1, int(round(val_fraction * nb))) if nb >= 3 else 0
+                chosen = rng.choice(nb, size=k, replace=False) if k else []
+                val[pos[np.isin(blocks, chosen)]] = True
     if not val.any():  # too little to split whole units: hold out configurations instead
         k = max(1, int(round(val_fraction * len(val))))
         val[rng.choice(len(val), size=k, replace=False)] = True
@@ -135,7 +148,7 @@ def _inputs(model: DensityModel, G: torch.Tensor, mu: torch.Tensor, T: torch.Ten
 
 
 def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 4096,
-          lr: float = 2e-3, loss: str = "mse", huber_delta: float = 0.02, seed: int = 0,
+          lr: float = 2e-3, loss: str = "bce", huber_delta: float = 0.02, seed: int = 0,
           val_fraction: float = 0.1, threads: int | None = None, overwrite: bool = False,
           name: str | None = None, command: str | None = None, progress: bool = True,
           samples_per_epoch: int | None = None, boost: bool = True) -> dict[str, Any]:
@@ -222,7 +235,9 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
                                                 final_div_factor=1e3)
 
     def loss_fn(pred, y, w):
-        if loss == "huber":
+        if loss == "bce":
+            per = torch.nn.functional.binary_cross_entropy_with_logits(pred, y, reduction="none")
+        elif loss == "huber":
             per = torch.nn.functional.huber_loss(pred, y, delta=huber_delta, reduction="none")
         else:
             per = (pred - y) ** 2
@@ -261,8 +276,8 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         total = 0.0
         for _ in range(steps):
             x, y, w = mixed_batch(tr, batch_size, gen)
-            pred = model.site_density_from_inputs(x)
-            lo = loss_fn(pred, y, w)
+            pred = model.logits_from_inputs(x)
+            lo = loss_fn(pred if loss == "bce" else torch.sigmoid(pred), y, w)
             opt.zero_grad(set_to_none=True)
             lo.backward()
             opt.step()

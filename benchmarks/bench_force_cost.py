@@ -1,0 +1,121 @@
+"""Cost of one ML force evaluation at a given L, relative to a bare float32 paper-MLP forward.
+
+All timings are taken interleaved in one process (same threads, same machine load), so the
+ratios hold up better than the absolute times. Measured per model:
+
+* ``cold``: ``forces(Q)`` with the mu solve started from the card's value (a single call);
+* ``warm``: ``evaluate_with_mu(Q', mu_hint=mu(Q))`` on a configuration one Langevin step
+  away (``Q' = Q + 0.01 xi``): what every step of a quench costs;
+* the descriptor alone, and the number of network evaluations of each mu solve.
+
+The configuration is a coarsening-like state: +/- checkerboard domains of random shape with
+walls, plus noise.
+
+Usage::
+
+    python benchmarks/bench_force_cost.py --model data/models/gc-v1 --L 200 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def coarsened_state(L: int, seed: int = 0, amplitude: float = 1.6) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x, y = np.indices((L, L))
+    field = np.zeros((L, L))
+    for _ in range(6):
+        kx, ky = rng.integers(1, 5, size=2)
+        field += np.cos(2 * np.pi * (kx * x + ky * y) / L + rng.uniform(0, 2 * np.pi))
+    stagger = np.where((x + y) % 2 == 0, 1.0, -1.0)
+    return amplitude * stagger * np.tanh(2 * field) + 0.2 * rng.standard_normal((L, L))
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", nargs="+", required=True, help="model names or paths")
+    ap.add_argument("--L", type=int, default=200)
+    ap.add_argument("--f", type=float, default=0.5)
+    ap.add_argument("--T", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "force-cost.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from cdwdata.ml import load_model
+    from cdwdata.ml.model import HIDDEN, MLP
+
+    N = args.L * args.L
+    paper = MLP([45, *HIDDEN, 1]).eval()
+    X = torch.randn(N, 45)
+    Q = coarsened_state(args.L)
+    Q2 = Q + 0.01 * np.random.default_rng(1).standard_normal(Q.shape)
+
+    def bare():
+        with torch.no_grad():
+            paper(X)
+
+    rows = []
+    for name in args.model:
+        ff = load_model(name, f=args.f, T=args.T)
+        Qt = torch.as_tensor(Q, dtype=torch.float32)[None]
+        Q2t = torch.as_tensor(Q2, dtype=torch.float32)[None]
+        _, _, mu = ff.evaluate_with_mu(Qt)
+        cold_iter = ff.last_iterations
+        ff.evaluate_with_mu(Q2t, mu_hint=mu)
+        warm_iter = ff.last_iterations
+
+        def cold():
+            ff.evaluate_with_mu(Qt)
+
+        def warm():
+            ff.evaluate_with_mu(Q2t, mu_hint=mu)
+
+        def desc():
+            with torch.no_grad():
+                ff.model.features(Qt)
+
+        t_bare = [best_of(bare, args.repeat)]
+        t_cold = best_of(cold, args.repeat)
+        t_bare.append(best_of(bare, args.repeat))
+        t_warm = best_of(warm, args.repeat)
+        t_desc = best_of(desc, args.repeat)
+        t_bare.append(best_of(bare, args.repeat))
+        tb = float(np.median(t_bare))
+        row = {"model": name, "layers": ff.card["architecture"]["layers"], "L": args.L,
+               "bare_paper_mlp_s": tb, "cold_s": t_cold, "warm_s": t_warm,
+               "descriptor_s": t_desc, "cold_ratio": t_cold / tb, "warm_ratio": t_warm / tb,
+               "cold_evaluations": cold_iter + 1, "warm_evaluations": warm_iter + 1,
+               "site_forces_per_s_warm": N / t_warm}
+        rows.append(row)
+        print(f"{name}: layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
+              f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter + 1} evaluations), "
+              f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter + 1} "
+              f"evaluations), descriptor {1e3 * t_desc:.1f} ms", flush=True)
+    out = {"benchmark": "ML force cost vs bare float32 paper-MLP forward", "L": args.L,
+           "threads": args.threads, "f": args.f, "T": args.T, "rows": rows,
+           "torch": torch.__version__, "machine": platform.platform()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
