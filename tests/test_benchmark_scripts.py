@@ -1,0 +1,26 @@
+"""The prepared benchmark scripts run (tiny sizes, CPU), so they cannot rot between the
+sessions that have the hardware they are for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_smoke_runs_on_cpu_and_writes_its_report(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke",
+                    "--out", str(tmp_path)], check=True, timeout=600, cwd=ROOT)
+    rep = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert {r["precision"] for r in rep["langevin"]} == {"float32", "bf16"}
+    for row in rep["langevin"]:
+        assert row["site_steps_per_s"] > 0 and row["filling_rel_error"] < 1e-6
+    assert rep["ed"][0]["seconds_per_config"] > 0
+    assert len(rep["paper"]) == 2
+    z = np.load(tmp_path / rep["paper"][0]["file"])
+    assert z["L"].shape == (3, 2) and np.isfinite(z["L"]).all()
