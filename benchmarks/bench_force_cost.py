@@ -83,13 +83,13 @@ def main() -> None:
         ff.evaluate_with_mu(Q2t, mu_hint=mu)
         warm_iter = ff.last_iterations
 
-        def cold():
+        def cold(ff=ff, Qt=Qt):
             ff.evaluate_with_mu(Qt)
 
-        def warm():
+        def warm(ff=ff, Q2t=Q2t, mu=mu):
             ff.evaluate_with_mu(Q2t, mu_hint=mu)
 
-        def desc():
+        def desc(ff=ff, Qt=Qt):
             with torch.no_grad():
                 ff.model.features(Qt)
 

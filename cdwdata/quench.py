@@ -344,7 +344,6 @@ class RunByRun:
         return getattr(self.forcefield, name)
 
     def evaluate(self, Q):
-        import torch
 
         F, n, _ = self.evaluate_with_mu(Q)
         return F, n

@@ -241,10 +241,11 @@ def solve_mu(count, target: torch.Tensor, mu0: torch.Tensor, slope,
     slope0 = slope(payload)
     done = r.abs() <= tol
     x_prev = r_prev = None
-    it = 0
-    for it in range(1, max_iter + 1):
+    iterations = 0
+    for _ in range(max_iter):
         if bool(done.all()):
             break
+        iterations += 1
         moved_lo = r < 0
         # Illinois: an end kept twice in a row has its residual halved
         r_hi = torch.where(moved_lo & (last > 0), 0.5 * r_hi, r_hi)
@@ -275,4 +276,4 @@ def solve_mu(count, target: torch.Tensor, mu0: torch.Tensor, slope,
                                best_pay)
         narrow = bracketed & ((hi - lo) <= 1e-13 * (1.0 + x.abs()))
         done = done | (r.abs() <= tol) | narrow
-    return best_x, best_pay, best_r, it
+    return best_x, best_pay, best_r, iterations
