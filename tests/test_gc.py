@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdwdata import HolsteinParams, Lattice, ModelError, descriptor, ed, store
 from cdwdata.ml import modelfile
@@ -302,3 +304,24 @@ def test_fast_evaluator_equals_the_plain_network(trained, rng):
     Q = rng.normal(0, 1, (L, L))
     assert np.abs(bf.density(Q) - ff.density(Q)).max() < 0.05
     assert bf.attrs()["ml_precision"] == "bf16"
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), f=st.floats(0.05, 0.95), T=st.floats(0.02, 0.5),
+       start=st.floats(-20, 20), gap=st.floats(0.0, 4.0))
+def test_solve_mu_finds_the_filling_of_any_monotone_count(seed, f, T, start, gap):
+    """Property: for level sets with or without a gap, any start and any T, the bracketed
+    secant iteration meets the tolerance (the exact count is monotone in mu)."""
+    g = torch.Generator().manual_seed(seed)
+    eps = 3 * torch.randn(2, 200, generator=g, dtype=torch.float64)
+    eps = eps + gap * torch.sign(eps)
+
+    def count(mu):
+        n = torch.sigmoid((mu[:, None] - eps) / T)
+        return n.sum(-1), n
+
+    target = torch.full((2,), f * 200, dtype=torch.float64)
+    mu, n, res, _ = solve_mu(count, target, torch.full((2,), start, dtype=torch.float64),
+                             lambda n: (n * (1 - n)).sum(-1) / T + 0.2)
+    assert float(res.abs().max()) <= 1e-7 * f * 200
+    np.testing.assert_allclose(n.sum(-1).numpy(), target.numpy(), rtol=1e-7)
