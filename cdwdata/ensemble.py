@@ -181,23 +181,24 @@ def _set_threads() -> None:
 
 
 @lru_cache(maxsize=8)
-def _cached_forcefield(spec: str, T: float | None, f: float, params_json: str, device: str,
-                       dtype: str | None = None):
+def _cached_forcefield(spec: str, T: float, f: float, params_json: str, device: str,
+                       dtype: str | None = None, precision: str = "float32"):
     from cdwdata.params import HolsteinParams
     from cdwdata.quench import make_forcefield
 
-    return make_forcefield(spec, T, f, HolsteinParams(**json.loads(params_json)), device, dtype)
+    return make_forcefield(spec, T, f, HolsteinParams(**json.loads(params_json)), device, dtype,
+                           precision)
 
 
 def worker_forcefield(config, it: int, jf: int):
-    """This worker's cached force field of cell (it, jf) (ML models ignore T: one per f)."""
+    """This worker's cached force field of cell (it, jf): electrons at the cell's T."""
     from cdwdata.quench import is_ml
 
-    T = config.temperatures[it]
     ml = is_ml(config.forcefield)
-    return _cached_forcefield(config.forcefield, None if ml else T, config.fillings[jf],
+    return _cached_forcefield(config.forcefield, config.temperatures[it], config.fillings[jf],
                               json.dumps(config.params.to_dict(), sort_keys=True),
-                              str(config.device), config.compute_dtype if ml else None)
+                              str(config.device), config.compute_dtype if ml else None,
+                              config.precision)
 
 
 def segment_task(path: str, config, it: int, jf: int, runs: list[int]) -> int:
@@ -364,7 +365,8 @@ def run_ensemble(config, path, *, client=None, scheduler: str | None = None,
         ff_attrs = {}
         for f in config.fillings:
             ff = make_forcefield(config.forcefield, config.temperatures[0], f, config.params,
-                                 "cpu", config.compute_dtype if is_ml(config.forcefield) else None)
+                                 "cpu", config.compute_dtype if is_ml(config.forcefield) else None,
+                                 config.precision)
             ff_attrs[f"{f:g}"] = _jsonable(ff.attrs())
         extra["forcefield_attrs"] = ff_attrs
     old = store.read_attrs(path) if resume and store.exists(path) else None

@@ -98,6 +98,9 @@ class QuenchConfig:
         dtype of the hot loop (state, forces and noise).
     hot_start_T : float
         Temperature of the random initial state.
+    precision : {"float32", "bf16"}
+        Hidden-layer precision of a grand-canonical ML model (see
+        :func:`cdwdata.ml.load_model`).
     """
 
     L: int
@@ -114,6 +117,7 @@ class QuenchConfig:
     device: str = "cpu"
     compute_dtype: str = "float64"
     hot_start_T: float = 5.0
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "L", check_size(self.L))
@@ -147,6 +151,8 @@ class QuenchConfig:
             raise ParameterError("forcefield must be 'ed', 'tdgl', a model name or a path")
         if not (str(self.device) == "cpu" or str(self.device).startswith("cuda")):
             raise ParameterError(f"device={self.device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+        if self.precision not in ("float32", "bf16"):
+            raise ParameterError(f"precision={self.precision!r}: use float32 or bf16")
         if not (self.hot_start_T > 0):
             raise ParameterError(f"hot_start_T={self.hot_start_T} must be > 0")
 
@@ -188,6 +194,7 @@ class QuenchConfig:
             "models": {f"{f:g}": self.forcefield_for(f) for f in self.fillings} if ml else {},
             "hot_start_T": self.hot_start_T,
             "compute_dtype": self.compute_dtype,
+            "precision": self.precision,
             "device": str(self.device),
             "params_json": json.dumps(self.params.to_dict(), sort_keys=True),
             "cdwdata_version": __version__,
@@ -212,7 +219,8 @@ class QuenchConfig:
                 frame_dtype=attrs.get("frame_dtype", "float64"),
                 device=attrs.get("device", "cpu"),
                 compute_dtype=attrs.get("compute_dtype", "float64"),
-                hot_start_T=attrs.get("hot_start_T", 5.0))
+                hot_start_T=attrs.get("hot_start_T", 5.0),
+                precision=attrs.get("precision", "float32"))
         except KeyError as err:
             raise StoreError(f"trajectory store attrs lack {err}; it was not made by "
                              "cdwdata.quench") from None
@@ -222,7 +230,7 @@ class QuenchConfig:
 
 
 def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, device: str = "cpu",
-                    dtype: str | None = None):
+                    dtype: str | None = None, precision: str = "float32"):
     """Build the force field named by ``spec`` for bath temperature T and filling f.
 
     Parameters
@@ -257,6 +265,8 @@ def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, devic
     from cdwdata import ml
 
     kwargs: dict[str, Any] = {"params": params, "f": f, "device": device, "T": T}
+    if precision != "float32":
+        kwargs["precision"] = precision
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
     return ml.load_model(spec, **kwargs)
@@ -493,7 +503,7 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
     keys_all = config.seeds()[it, jf]
     dtype = _torch_dtype(config.compute_dtype)
     ff = forcefield or make_forcefield(config.forcefield, T, f, config.params, config.device,
-                                       config.compute_dtype)
+                                       config.compute_dtype, config.precision)
     if batch_forces is None:
         batch_forces = str(config.device).startswith("cuda")
     if not batch_forces:

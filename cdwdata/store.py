@@ -36,6 +36,7 @@ CKPT_VARS = (schema.Q, schema.V, schema.FORCE, schema.N)
 SLOT = "slot"
 #: Attributes a resumed run must match exactly (a key missing from an old store is not checked).
 RESUME_KEYS = ("L", "steps", "save_every", "seed", "forcefield", "hot_start_T", "params_json",
+               "precision",
                "compute_dtype", "frame_vars", "frame_dtype")
 
 

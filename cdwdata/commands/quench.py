@@ -45,6 +45,9 @@ def configure(p) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help="compute dtype of the hot loop (default float32 for ML models, "
                    "float64 for ed/tdgl)")
+    p.add_argument("--precision", choices=["float32", "bf16"],
+                   help="hidden layers of the grand-canonical model in float32 (default) or "
+                        "bf16 (the layers that see mu and the output stay float32)")
     p.add_argument("--device", help="torch device of the hot loop: cpu (default) or cuda "
                    "(one Dask worker per GPU, pinned with CUDA_VISIBLE_DEVICES)")
     p.add_argument("--out", default="runs/quench.zarr", help="output zarr store")
@@ -84,6 +87,7 @@ def build_config(args):
         "steps": args.steps, "save_every": args.save_every, "seed": args.seed,
         "forcefield": args.model, "frame_vars": args.frame_vars,
         "frame_dtype": args.frame_dtype, "compute_dtype": args.dtype, "device": args.device,
+        "precision": args.precision,
     }
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()
              if v is not None}
