@@ -81,18 +81,18 @@ def test_nan_force_field_stops_at_the_next_save_point(tmp_path, cdw, monkeypatch
     argv = ["ed-quench", "--L", "8", "--runs", "1", "--steps", "40", "--save-every", "5",
             "--seed", "3", "--no-progress"]
     assert cdw(*argv, "--out", "ref.zarr")[0] == 0
-    real = EDForceField.evaluate
+    real = EDForceField.evaluate_with_mu
     calls = {"n": 0}
 
-    def evaluate(self, Q):  # call 0 is the hot start, call s the force at step s
-        F, n = real(self, Q)
+    def evaluate_with_mu(self, Q):  # call 0 is the hot start, call s the force at step s
+        F, n, mu = real(self, Q)
         calls["n"] += 1
         if calls["n"] > 23:
             F = torch.full_like(F, float("nan"))
-        return F, n
+        return F, n, mu
 
     with monkeypatch.context() as m:
-        m.setattr(EDForceField, "evaluate", evaluate)
+        m.setattr(EDForceField, "evaluate_with_mu", evaluate_with_mu)
         rc, out, err = cdw(*argv, "--out", "nan.zarr")
     assert rc == 2
     (line,) = err.strip().splitlines()
