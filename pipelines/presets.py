@@ -205,9 +205,9 @@ CPU = Preset(
                  "cdwdata/results/paper-cpu were made with it"),
     trainset=TrainsetStage(L=40, T=0.1, n_random=200, quench_runs=15, quench_steps=300,
                            quench_save_every=10, seed=0),
-    # the shipped models' exact training settings (benchmarks/README.md, "Training")
-    # (the shipped models were trained on this ED set plus ML-driven late-time snapshots with
-    # ED labels, data/trainset-L40-late.zarr: see benchmarks/README.md, "Training")
+    # without --use-shipped-models the pipeline trains canonical per-filling models with these
+    # settings (those of the earlier canonical models, benchmarks/baselines); with it, the
+    # quenches use the shipped grand-canonical model (README, "The force field")
     training=TrainingStage(kind="force", target="electronic", loss="huber", epochs=40,
                            batch_size=1024, lr=1e-3, schedule="cosine", patience=40, seed=0),
     quench=QuenchStage(L=64, steps=6000, save_every=60, runs=3, seed=0),

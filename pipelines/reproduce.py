@@ -439,9 +439,10 @@ def catalog_stage(ctx: Context) -> Stage:
         paths = [ctx.out / d for d in ("data", "models", "quench", "analysis", "correlation")]
         paths = [d for d in paths if d.exists()]
         if ctx.use_shipped_models:
-            from cdwdata.ml.forcefield import MODELS_DIR
+            from cdwdata.ml.forcefield import model_file
 
-            paths += [MODELS_DIR / f"{ctx.model_name(f)}.json" for f in ctx.preset.fillings]
+            paths += sorted({Path(f"{model_file(ctx.model_name(f))}.json")
+                             for f in ctx.preset.fillings})
         return paths
 
     def run(overwrite):

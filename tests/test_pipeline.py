@@ -65,23 +65,21 @@ def test_presets_are_complete_and_paper_scale():
     assert cpu.correlation.fillings == cpu.fillings
 
 
-def test_cpu_preset_records_how_the_shipped_models_were_trained():
-    """The cpu preset is run with --use-shipped-models: its training section must say how
-    those models were really made (their cards). (The shipped models also saw a second,
-    ML-driven store of late-time snapshots that the pipeline does not make: their cards list
-    it under trainset.parts.)"""
-    from cdwdata.ml.forcefield import MODELS_DIR
+def test_cpu_preset_runs_on_the_shipped_grand_canonical_model():
+    """--use-shipped-models takes holstein-f{f}: the one grand-canonical model at each filling
+    of the preset, whose card covers the preset's fillings and temperatures."""
+    from cdwdata.ml.forcefield import model_file
+    from cdwdata.ml.modelfile import read_card
 
     cpu = presets.load("cpu")
-    for f in cpu.fillings:
-        card = json.loads((MODELS_DIR / f"holstein-f{f:g}.json").read_text())
-        t = card["training"]
-        assert (t["target"], t["epochs"], t["batch_size"], t["lr"], t["seed"]) == (
-            cpu.training.target, cpu.training.epochs, cpu.training.batch_size, cpu.training.lr,
-            cpu.training.seed), f
-        assert t["lr_schedule"]["kind"] == cpu.training.schedule
-        assert t["patience"] == cpu.training.patience
-        assert t.get("loss_function", "mse") == cpu.training.loss
+    stems = {model_file(f"holstein-f{f:g}") for f in cpu.fillings}
+    assert len(stems) == 1
+    card, _ = read_card(stems.pop())
+    assert card["kind"] == "density"
+    lo, hi = card["filling_range"]
+    assert all(lo <= f <= hi for f in cpu.fillings)
+    tlo, thi = card["temperature_range"]
+    assert all(tlo <= T <= thi for T in cpu.quench.T_scan)
 
 
 def test_yaml_preset_overrides_and_rejects_unknown_keys(tmp_path):

@@ -343,6 +343,12 @@ def _alias(name: str):
     return None
 
 
+def model_file(name_or_path: str | os.PathLike) -> Path:
+    """The model stem behind a shipped name, an alias (``holstein-f0.4``) or a path."""
+    alias = _alias(str(name_or_path))
+    return alias[0] if alias is not None else resolve(name_or_path)
+
+
 def aliases() -> dict[str, str]:
     """The shipped alias table (name -> model file)."""
     import json
