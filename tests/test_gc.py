@@ -325,3 +325,18 @@ def test_solve_mu_finds_the_filling_of_any_monotone_count(seed, f, T, start, gap
                              lambda n: (n * (1 - n)).sum(-1) / T + 0.2)
     assert float(res.abs().max()) <= 1e-7 * f * 200
     np.testing.assert_allclose(n.sum(-1).numpy(), target.numpy(), rtol=1e-7)
+
+
+def test_fine_tuning_starts_from_the_saved_weights(gcset, trained, tmp_path):
+    from cdwdata.ml import gctrain
+
+    card = gctrain.train([gcset / "gc.zarr"], tmp_path / "ft", hidden=(16, 8), epochs=1,
+                         batch_size=256, lr=1e-9, threads=1, progress=False, init=str(trained))
+    a, _, _ = modelfile.load(trained)
+    b, _, _ = modelfile.load(tmp_path / "ft")
+    for k, v in a.weights().items():  # lr ~ 0: the weights are the starting ones
+        assert torch.allclose(v, b.weights()[k], atol=1e-6), k
+    assert card["training"]["init"] == str(trained)
+    with pytest.raises(ModelError, match="layers"):
+        gctrain.train([gcset / "gc.zarr"], tmp_path / "bad", hidden=(8,), epochs=1,
+                      threads=1, progress=False, init=str(trained))

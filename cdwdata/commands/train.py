@@ -25,6 +25,8 @@ def configure(p) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="hidden layer widths (default: 512 256 64 16, the paper's, for "
                         "force/energy; 256 128 64 for density)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="density kind: start from this saved model's weights (fine-tuning)")
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="density kind: (configuration, label, site) samples per epoch "
                         "(default: all of the training split)")
@@ -97,7 +99,7 @@ def _run_density(args) -> int:
                          val_fraction=args.val_fraction, threads=args.threads,
                          overwrite=args.overwrite, command=command_line(),
                          progress=not args.no_progress,
-                         samples_per_epoch=args.samples_per_epoch)
+                         samples_per_epoch=args.samples_per_epoch, init=args.init)
     v = card["metrics"]["validation"]
     t = card["training"]
     print(f"wrote {card['name']} ({card['weights_file']}): layers {card['architecture']['layers']}")

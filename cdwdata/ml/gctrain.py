@@ -151,7 +151,8 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
           lr: float = 2e-3, loss: str = "bce", huber_delta: float = 0.02, seed: int = 0,
           val_fraction: float = 0.1, threads: int | None = None, overwrite: bool = False,
           name: str | None = None, command: str | None = None, progress: bool = True,
-          samples_per_epoch: int | None = None, boost: bool = True) -> dict[str, Any]:
+          samples_per_epoch: int | None = None, boost: bool = True,
+          init: str | None = None) -> dict[str, Any]:
     """Train a :class:`DensityModel`; write ``out`` (.safetensors + .json); return the card.
 
     ``samples_per_epoch`` (default: every (configuration, label, site) of the training split
@@ -166,11 +167,11 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
     with torch_threads(threads):
         return _train(data_paths, out_stem, hidden, int(epochs), int(batch_size), float(lr),
                       loss, float(huber_delta), int(seed), float(val_fraction), overwrite,
-                      name or out_stem.name, command, progress, samples_per_epoch, boost)
+                      name or out_stem.name, command, progress, samples_per_epoch, boost, init)
 
 
 def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_delta, seed,
-           val_fraction, overwrite, name, command, progress, samples_per_epoch, boost):
+           val_fraction, overwrite, name, command, progress, samples_per_epoch, boost, init):
     t0 = time.perf_counter()
     data = load(data_paths)
     sp = split(data, seed, val_fraction)
@@ -219,9 +220,16 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         ratio = torch.where(is_frac, 0.5 + 0.5 / p_frac, torch.full_like(y, 0.5))
         return x, y, 1.0 / ratio
 
-    x0, _ = batch(tr, 200_000, gen)
-    model.input_norm.set(x0.double().mean(0), x0.double().std(0))
-    del x0
+    if init is not None:
+        start, _, _ = modelfile.load(init)
+        if start.kind != model.kind or start.sizes != model.sizes:
+            raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
+                             f"{model.sizes}")
+        model.load_weights(start.weights())
+    else:
+        x0, _ = batch(tr, 200_000, gen)
+        model.input_norm.set(x0.double().mean(0), x0.double().std(0))
+        del x0
     # fixed validation sample: every label of every validation configuration, all sites
     with torch.no_grad():
         sv, kv = torch.meshgrid(va, torch.arange(K), indexing="ij")
@@ -311,7 +319,7 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             "train_configurations": int(len(tr)), "val_configurations": int(len(va)),
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": "one-cycle cosine",
             "loss": loss, "huber_delta": huber_delta if loss == "huber" else None,
-            "seed": seed, "samples_per_epoch": steps * batch_size,
+            "seed": seed, "samples_per_epoch": steps * batch_size, "init": init,
             "importance_sampling": bool(boost), "fractional_share": p_frac,
             "best_epoch": best_epoch, "threads": torch.get_num_threads(),
             "wall_seconds": time.perf_counter() - t0, "command": command,
