@@ -340,3 +340,13 @@ def test_fine_tuning_starts_from_the_saved_weights(gcset, trained, tmp_path):
     with pytest.raises(ModelError, match="layers"):
         gctrain.train([gcset / "gc.zarr"], tmp_path / "bad", hidden=(8,), epochs=1,
                       threads=1, progress=False, init=str(trained))
+
+
+def test_heldout_report_of_a_grand_canonical_model(gcset, trained):
+    from cdwdata.ml import heldout
+
+    rep = heldout.evaluate(str(trained), gcset / "q.zarr", step_range=(10, 40))
+    for e in rep["by_f"].values():
+        assert 0 <= e["dn_dmu_negative_fraction"] <= 1
+        assert e["rmse"] > 0 and e["worst_site"]["step"] in (10, 20, 30, 40)
+    assert np.isfinite(rep["frames"]["mu"].values).all()

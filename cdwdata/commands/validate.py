@@ -71,14 +71,15 @@ def _run_heldout(args) -> int:
         reports.append(rep)
         print(f"{rep['model']} on {path}, steps {args.steps[0]}..{args.steps[1]}:")
         print("| f | frames | force RMSE | RMSE 0.05<n<0.95 | share of such sites | MAE | "
-              "sigma_fit | worst site |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+              "sigma_fit | worst site | sites with dn/dmu < 0 |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for f, e in rep["by_f"].items():
             w = e["worst_site"]
             print(f"| {f} | {e['n_frames']} | {e['rmse']:.4f} | {e['rmse_fractional']:.4f} | "
                   f"{100 * e['fraction_fractional']:.2f}% | {e['mae']:.4f} | "
                   f"{e['sigma_fit']:.4f} | {w['error']:+.3f} (run {w['run']}, step "
-                  f"{w['step']}, x {w['x']}, y {w['y']}) |")
+                  f"{w['step']}, x {w['x']}, y {w['y']}) | "
+                  f"{_pct(e.get('dn_dmu_negative_fraction'))} |")
     out = Path(args.out or ".") / f"{Path(args.model).name}-heldout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"report": "held-out ED-Langevin quenches", "model": reports[0]["model"],
@@ -87,3 +88,7 @@ def _run_heldout(args) -> int:
     atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
     print(f"wrote {out}")
     return 0
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.3f}%"

@@ -6,8 +6,9 @@ with the exact forces ``F = g (n_ED - 1/2) - k Q - kappa sum_nn Q`` rebuilt from
 exact densities. Reported per filling: force RMSE (all sites), the RMSE at sites with a
 fractional exact density (0.05 < n < 0.95: domain walls, where the chemical potential
 matters), MAE, the Gaussian-core width ``sigma_fit`` of the error histogram (the paper's
-sigma), and the worst site with its (run, step, x, y); per frame, the RMSE as an xarray
-Dataset over (T, f, run, step).
+sigma), the worst site with its (run, step, x, y), and for grand-canonical models the share of
+sites whose density falls when mu rises (exact electrons: none); per frame, the RMSE as an
+xarray Dataset over (T, f, run, step).
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ FRACTIONAL = (0.05, 0.95)
 
 def _exact_forces(Q: np.ndarray, n: np.ndarray, params: HolsteinParams) -> np.ndarray:
     return params.g * (n - 0.5) + elastic_force(Q, params)
+
+
+#: Finite-difference step of the dn/dmu check and the decrease that counts as negative.
+DMU, DN_TOL = 0.01, 1e-5
+
+
+def _monotonicity(ff, Q: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Per site: does the model's n_i fall when mu rises by DMU? (Exact: never.)"""
+    lo = ff.density_at(Q, mu - 0.5 * DMU)
+    hi = ff.density_at(Q, mu + 0.5 * DMU)
+    return (hi - lo < -DN_TOL).ravel()
 
 
 def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every: int = 1,
@@ -84,7 +96,7 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
                 continue
             ff = make(float(f), float(T))
             name = getattr(ff, "name", str(model))
-            d_all, frac_all, where = [], [], []
+            d_all, frac_all, where, mono = [], [], [], []
             for r in range(len(runs)):
                 ok = frames[frames < done[it, jf, r]]
                 if not len(ok):
@@ -101,6 +113,7 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
                 if getattr(ff, "last_mu", None) is not None:
                     mu[it, jf, r, k] = np.asarray(ff.last_mu.cpu() if hasattr(
                         ff.last_mu, "cpu") else ff.last_mu, float)
+                    mono.append(_monotonicity(ff, Q, mu[it, jf, r, k]))
                 d_all.append(d)
                 frac_all.append((n_ex > FRACTIONAL[0]) & (n_ex < FRACTIONAL[1]))
                 where.append((r, steps[ok]))
@@ -119,6 +132,8 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
             e["worst_site"] = {"T": float(T), "run": int(run_of[fi]), "step": int(step_of[fi]),
                                "x": int(x), "y": int(y), "error": float(d[fi, x, y])}
             e["n_frames"] = int(len(d))
+            if mono:
+                e["dn_dmu_negative_fraction"] = float(np.mean(np.concatenate(mono)))
             by_f[f"{f:g}" if len(Ts) == 1 else f"T{T:g}-f{f:g}"] = e
     frames_ds = xr.Dataset(
         {"rmse": ((schema.T, schema.F_FILL, schema.RUN, schema.STEP), rmse,
