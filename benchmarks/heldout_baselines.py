@@ -22,11 +22,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True)
     ap.add_argument("--steps", type=int, nargs=2, default=[100, 2000])
+    ap.add_argument("--runs", type=int, nargs="+", default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "heldout-canonical.json"))
     args = ap.parse_args()
     rep = heldout.evaluate(
         lambda f, T: load_model(HERE / "baselines" / f"canonical-f{f:g}", f=f), args.store,
-        step_range=tuple(args.steps))
+        step_range=tuple(args.steps), runs=args.runs)
     for f, e in rep["by_f"].items():
         print(f"f={f}: RMSE {e['rmse']:.4f}, fractional-site RMSE {e['rmse_fractional']:.4f}, "
               f"MAE {e['mae']:.4f}, sigma_fit {e['sigma_fit']:.4f}")

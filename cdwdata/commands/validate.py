@@ -14,6 +14,10 @@ def configure(p) -> None:
     p.add_argument("--steps", type=int, nargs=2, default=[100, 2000],
                    help="with --heldout: step window (default 100 2000, t = 5..100)")
     p.add_argument("--every", type=int, default=1, help="with --heldout: every N-th frame")
+    p.add_argument("--runs", type=int, nargs="+", default=None,
+                   help="with --heldout: only these runs (default all written frames)")
+    p.add_argument("--precision", choices=["float32", "bf16"], default=None,
+                   help="with --heldout: hidden-layer precision of a grand-canonical model")
     p.add_argument("--out", default=None,
                    help="folder for the report and PNGs (default: next to the model card)")
     p.add_argument("--compare", default=None, metavar="OTHER_MODEL",
@@ -67,7 +71,7 @@ def _run_heldout(args) -> int:
     reports = []
     for path in args.heldout:
         rep = heldout.evaluate(args.model, path, step_range=tuple(args.steps), every=args.every,
-                               device=args.device)
+                               device=args.device, runs=args.runs, precision=args.precision)
         reports.append(rep)
         print(f"{rep['model']} on {path}, steps {args.steps[0]}..{args.steps[1]}:")
         print("| f | frames | force RMSE | RMSE 0.05<n<0.95 | share of such sites | MAE | "
@@ -80,7 +84,8 @@ def _run_heldout(args) -> int:
                   f"{e['sigma_fit']:.4f} | {w['error']:+.3f} (run {w['run']}, step "
                   f"{w['step']}, x {w['x']}, y {w['y']}) | "
                   f"{_pct(e.get('dn_dmu_negative_fraction'))} |")
-    out = Path(args.out or ".") / f"{Path(args.model).name}-heldout.json"
+    tag = "" if args.precision in (None, "float32") else f"-{args.precision}"
+    out = Path(args.out or ".") / f"{Path(args.model).name}{tag}-heldout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"report": "held-out ED-Langevin quenches", "model": reports[0]["model"],
            "created": now(), "stores": [

@@ -44,7 +44,8 @@ def _monotonicity(ff, Q: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every: int = 1,
-             device: Any = None, dtype: Any = None, fillings=None) -> dict[str, Any]:
+             device: Any = None, dtype: Any = None, fillings=None, runs=None,
+             precision: str | None = None) -> dict[str, Any]:
     """Errors of ``model`` on the frames of the ED trajectory store at ``path``.
 
     Parameters
@@ -57,6 +58,10 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
         Use every ``every``-th frame of the window.
     fillings : sequence of float, optional
         Only these fillings of the store.
+    runs : sequence of int, optional
+        Only these runs (default: every run, each up to its last written frame).
+    precision : str, optional
+        Hidden-layer precision of a grand-canonical model (``"float32"`` or ``"bf16"``).
 
     Returns
     -------
@@ -67,6 +72,8 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
     import xarray as xr
 
     from cdwdata.ml import load_model
+
+    runs_arg = runs
 
     attrs = store.read_attrs(path)
     if attrs.get("forcefield") != "ed":
@@ -82,9 +89,11 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
     done = ds[schema.FRAMES_DONE].values
     make = model if callable(model) else (
         lambda f, T: load_model(model, f=f, T=T, params=params, device=device,
-                                **({} if dtype is None else {"dtype": dtype})))
+                                **({} if dtype is None else {"dtype": dtype}),
+                                **({} if precision is None else {"precision": precision})))
     Ts, fs = ds[schema.T].values, ds[schema.F_FILL].values
     runs = ds[schema.RUN].values
+    only_runs = None if runs_arg is None else {int(r) for r in runs_arg}
     shape = (len(Ts), len(fs), len(runs), len(frames))
     rmse, mae, mu = (np.full(shape, np.nan) for _ in range(3))
     by_f: dict[str, Any] = {}
@@ -98,6 +107,8 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
             name = getattr(ff, "name", str(model))
             d_all, frac_all, where, mono = [], [], [], []
             for r in range(len(runs)):
+                if only_runs is not None and r not in only_runs:
+                    continue
                 ok = frames[frames < done[it, jf, r]]
                 if not len(ok):
                     continue
@@ -146,4 +157,5 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
                 schema.STEP: steps[frames]},
         attrs={"model": name or str(model), "store": str(path)})
     return {"model": name or str(model), "store": str(path), "step_range": [int(lo), int(hi)],
-            "every": int(every), "by_f": by_f, "frames": frames_ds}
+            "every": int(every), "runs": None if only_runs is None else sorted(only_runs),
+            "precision": precision or "float32", "by_f": by_f, "frames": frames_ds}
