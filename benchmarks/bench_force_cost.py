@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--T", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--precision", nargs="+", default=["float32", "bf16"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "force-cost.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,8 +75,8 @@ def main() -> None:
             paper(X)
 
     rows = []
-    for name in args.model:
-        ff = load_model(name, f=args.f, T=args.T)
+    for name, precision in [(m, p) for m in args.model for p in args.precision]:
+        ff = load_model(name, f=args.f, T=args.T, precision=precision)
         Qt = torch.as_tensor(Q, dtype=torch.float32)[None]
         Q2t = torch.as_tensor(Q2, dtype=torch.float32)[None]
         _, _, mu = ff.evaluate_with_mu(Qt)
@@ -100,13 +101,14 @@ def main() -> None:
         t_desc = best_of(desc, args.repeat)
         t_bare.append(best_of(bare, args.repeat))
         tb = float(np.median(t_bare))
-        row = {"model": name, "layers": ff.card["architecture"]["layers"], "L": args.L,
+        row = {"model": name, "precision": precision,
+               "layers": ff.card["architecture"]["layers"], "L": args.L,
                "bare_paper_mlp_s": tb, "cold_s": t_cold, "warm_s": t_warm,
                "descriptor_s": t_desc, "cold_ratio": t_cold / tb, "warm_ratio": t_warm / tb,
                "cold_evaluations": cold_iter + 1, "warm_evaluations": warm_iter + 1,
                "site_forces_per_s_warm": N / t_warm}
         rows.append(row)
-        print(f"{name}: layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
+        print(f"{name} ({precision}): layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
               f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter + 1} evaluations), "
               f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter + 1} "
               f"evaluations), descriptor {1e3 * t_desc:.1f} ms", flush=True)

@@ -43,6 +43,8 @@ HIDDEN: tuple[int, ...] = (256, 128, 64)
 ACTIVATION = "silu"
 #: Relative tolerance of the filling equation.
 FILLING_RTOL = 1e-7
+#: Sites per chunk of a CPU evaluation (keeps the hidden activations in cache).
+CPU_CHUNK = 2048
 #: Precisions of the hidden layers at inference.
 PRECISIONS = ("float32", "bf16")
 
@@ -164,15 +166,27 @@ class DensityModel(nn.Module):
         Wo, bo = lin[-1].weight.to(G.dtype), lin[-1].bias.to(G.dtype)
         lead = (slice(None),) + (None,) * (G.ndim - 2)
 
-        def n_of(mu: torch.Tensor) -> torch.Tensor:
-            mu = torch.as_tensor(mu, dtype=G.dtype, device=G.device)
-            h = act(A + mu[lead].unsqueeze(-1) * c)
+        def tail(h: torch.Tensor) -> torch.Tensor:
+            h = act(h)
             if precision == "bf16":
                 h = h.to(torch.bfloat16)
             for W, b in hidden:
                 h = act(torch.nn.functional.linear(h, W, b))
-            z = torch.nn.functional.linear(h.to(G.dtype), Wo, bo).squeeze(-1)
-            return torch.sigmoid(z)
+            return torch.nn.functional.linear(h.to(G.dtype), Wo, bo).squeeze(-1)
+
+        A_rows = A.reshape(A.shape[0], -1, A.shape[-1])  # (B, sites, H1)
+
+        def n_of(mu: torch.Tensor) -> torch.Tensor:
+            mu = torch.as_tensor(mu, dtype=G.dtype, device=G.device)
+            if A.device.type != "cpu":
+                return torch.sigmoid(tail(A + mu[lead].unsqueeze(-1) * c))
+            # CPU: site chunks small enough to stay in cache, instead of (sites x width)
+            # temporaries that are mapped and unmapped at every evaluation
+            z = A_rows.new_empty(A_rows.shape[:2])
+            for b in range(A_rows.shape[0]):
+                for i in range(0, A_rows.shape[1], CPU_CHUNK):
+                    z[b, i:i + CPU_CHUNK] = tail(A_rows[b, i:i + CPU_CHUNK] + mu[b] * c)
+            return torch.sigmoid(z).reshape(A.shape[:-1])
 
         return n_of
 
