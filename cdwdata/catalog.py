@@ -9,13 +9,13 @@ A catalog is one YAML file (intake 2 format, ``version: 2``) with one entry per 
   Reading opens the store lazily (dask-backed, ``chunks={}``, zarr v3 without consolidated
   metadata) and drops the store's private checkpoint variables;
 * every model card (``<name>.json`` with ``"format": "cdwdata-model/..."``, e.g. the shipped
-  models in ``cdwdata/ml/models``) becomes a :class:`ModelCardReader` of a
+  model in ``cdwdata/ml/models``) becomes a :class:`ModelCardReader` of a
   :class:`intake.readers.datatypes.JSONFile`: reading it gives the card as a dict (load the
-  force field itself with ``cdwdata.ml.load_model(catalog.path_of(cat, name))``).
+  force field itself with ``cdwdata.ml.load_model(catalog.path_of(cat, name), f=..., T=...)``).
 
 Entry names are stable: a store is named after its path relative to the folder that was
 scanned (``T-scan/domain-size.zarr`` -> ``T-scan-domain-size``), so adding stores elsewhere
-never renames an entry; a model card is named after the model (``holstein-f0.5``).
+never renames an entry; a model card is named after the model (``holstein-gc-v3``).
 
 Every entry carries the metadata ``kind`` (one of :data:`KINDS`), ``T`` and ``f`` (lists of
 float), ``L``, ``runs``, ``steps`` (int or null), ``model`` and ``description``, plus a few
@@ -24,6 +24,14 @@ taken from the store's attrs and coordinates or from the model card. ``model`` h
 model names: ``""`` for ED runs, the name (``"holstein-f0.5"``) when the runs used one model,
 a list of names (in the order of ``f``) when they used one per filling; a model given as a
 path is named by its file stem.
+
+Model entries (``kind: model``) also carry ``model_kind`` (the card's kind: ``force`` for a
+canonical model trained at one filling and temperature, ``density`` for a grand-canonical
+one) and ``grand_canonical``. A grand-canonical model covers ranges: its ``f`` and ``T`` hold
+the ends of its trained filling and temperature ranges, ``f_range`` / ``T_range`` (and
+``mu_range``) mark them as ranges, so :func:`search` matches any value in between and
+:func:`table` shows ``lo..hi``; ``validation_force_rmse`` / ``validation_force_mae`` give its
+validation errors (a canonical model has ``test_rmse`` etc. instead).
 
 Typical use (the shipped catalog; ``cdw catalog build`` writes new ones)::
 
@@ -38,9 +46,17 @@ Typical use (the shipped catalog; ``cdw catalog build`` writes new ones)::
     >>> ds = hits[name].read()                             # lazy xarray.Dataset
     >>> ds["L"].dims
     ('T', 'f', 'run', 'step')
-    >>> hits = catalog.search(cat, kind="model", f=0.4)
-    >>> hits["holstein-f0.4"].read()["name"]               # a model card, as a dict
-    'holstein-f0.4'
+    >>> hits = catalog.search(cat, kind="model", f=0.4)   # the model that runs at f = 0.4
+    >>> list(hits)
+    ['holstein-gc-v3']
+    >>> card = hits["holstein-gc-v3"].read()               # a model card, as a dict
+    >>> card["name"], card["kind"]
+    ('holstein-gc-v3', 'density')
+
+The shipped names ``holstein-f0.5``, ``holstein-f0.4`` and ``holstein-f0.3`` are names for
+that one grand-canonical model at a filling (``cdwdata.ml.load_model("holstein-f0.4")`` loads
+it at f = 0.4), so they have no entries of their own; the published results still name the
+earlier per-filling models they were made with.
 
 Pitfalls of intake 2.0.9 handled here: entries assigned to an intake Catalog are not listed by
 ``list(cat)`` (it iterates ``cat.aliases``), so every catalog this module writes or opens
@@ -318,7 +334,9 @@ def _describe(kind: str, meta: dict[str, Any]) -> str:
     if meta.get("L") is not None:
         parts.append(f"L={meta['L']}")
     for key in ("T", "f"):
-        if meta.get(key):
+        if _range(meta.get(f"{key}_range")):
+            parts.append(f"{key}=" + "..".join(f"{v:g}" for v in meta[f"{key}_range"]))
+        elif meta.get(key):
             parts.append(f"{key}=" + ",".join(f"{v:g}" for v in meta[key]))
     if meta.get("runs") is not None:
         parts.append(f"{meta['runs']} runs")
@@ -428,32 +446,78 @@ def store_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _range(value: Any) -> list[float] | None:
+    """``[lo, hi]`` (floats) if ``value`` is a two-number range with lo <= hi, else None."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or \
+            any(isinstance(v, bool) for v in value):
+        return None
+    try:
+        lo, hi = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 def model_metadata(card_path: str | os.PathLike) -> dict[str, Any]:
-    """Catalog metadata of the model whose card (JSON) is at ``card_path``."""
+    """Catalog metadata of the model whose card (JSON) is at ``card_path``.
+
+    A canonical model (card ``kind`` ``force`` or ``energy``) covers one filling and electron
+    temperature: ``f`` and ``T`` hold them, ``test_rmse`` etc. its test metrics. A
+    grand-canonical model (``kind: density``, a card with ``filling_range`` and
+    ``temperature_range``) covers ranges: ``f`` and ``T`` hold their ends, ``f_range`` and
+    ``T_range`` (and ``mu_range``) say that they are ranges, so that :func:`search` matches
+    any filling or temperature in between, and ``validation_force_rmse`` /
+    ``validation_force_mae`` its validation errors. Every model entry has ``kind: model``,
+    ``model_kind`` (the card's kind), ``grand_canonical`` and ``model`` (its name).
+    """
     try:
         card = json.loads(Path(card_path).read_text())
     except (OSError, ValueError) as err:
         raise CatalogError(f"{card_path}: not a readable model card: {err}") from err
-    ts = card.get("trainset") or {}
+    if not isinstance(card, dict):
+        raise CatalogError(f"{card_path}: not a readable model card: not a JSON object")
+    ts = card.get("trainset") if isinstance(card.get("trainset"), dict) else {}
+    training = card.get("training") if isinstance(card.get("training"), dict) else {}
     name = str(card.get("name") or Path(card_path).stem)
+    model_kind = str(card.get("kind") or "")
+    f_range = _range(card.get("filling_range"))
+    t_range = _range(card.get("temperature_range"))
     meta: dict[str, Any] = {
         "kind": "model",
-        "T": _floats(card.get("electron_T")),
-        "f": _floats(card.get("filling")),
+        "T": list(t_range) if t_range else _floats(card.get("electron_T")),
+        "f": list(f_range) if f_range else _floats(card.get("filling")),
         "L": _int_or_none(ts.get("L")),
         "runs": None,
         "steps": None,
         "model": name,
         "forcefield": name,
-        "architecture": str(card.get("kind", "")),
+        "model_kind": model_kind,
+        "architecture": model_kind,  # the same, under the name older catalogs used
+        "grand_canonical": bool(card.get("grand_canonical")) or model_kind == "density",
     }
-    if ts.get("n_samples") is not None:
-        meta["samples"] = int(ts["n_samples"])
-    test = (card.get("metrics") or {}).get("test") or {}
-    for key in ("rmse", "mae", "r2"):
-        if isinstance(test.get(key), (int, float)):
-            meta[f"test_{key}"] = float(test[key])
-    for key in ("created", "code_version"):
+    if f_range:
+        meta["f_range"] = f_range
+    if t_range:
+        meta["T_range"] = t_range
+    if _range(card.get("mu_range")):
+        meta["mu_range"] = _range(card.get("mu_range"))
+    samples = ts.get("n_samples", training.get("configurations"))
+    if _int_or_none(samples) is not None:
+        meta["samples"] = _int_or_none(samples)
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    for split, keys in (("test", ("rmse", "mae", "r2")),
+                        ("validation", ("force_rmse", "force_mae"))):
+        values = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
+        for key in keys:
+            if _number(values.get(key)) is not None:
+                meta[f"{split}_{key}"] = _number(values[key])
+    for key in ("created", "code_version", "cdwdata_version"):
         if key in card:
             meta[key] = str(card[key])
     meta["description"] = str(card.get("description") or _describe("model", meta))
@@ -775,11 +839,34 @@ def matches(value: Any, wanted: Any) -> bool:
     return _same(value, wanted)
 
 
+def _within(bounds: list[float], wanted: Any) -> bool:
+    """Is the number ``wanted`` (or any of a list of them) inside ``bounds`` = [lo, hi]?"""
+    if isinstance(wanted, (list, tuple, set, frozenset)):
+        return any(_within(bounds, w) for w in wanted)
+    if isinstance(wanted, bool) or not isinstance(wanted, (int, float)):
+        return False
+    lo, hi = bounds
+    return (lo <= wanted <= hi) or _same(wanted, lo) or _same(wanted, hi)
+
+
+def _term_matches(meta: Mapping[str, Any], key: str, wanted: Any) -> bool:
+    """:func:`matches` for the field ``key`` of ``meta``, except that a field accompanied by
+    ``<key>_range: [lo, hi]`` (``f`` and ``T`` of a grand-canonical model) is a range: a
+    number (or any of a list of numbers) matches it if it lies in ``[lo, hi]``."""
+    bounds = _range(meta.get(f"{key}_range"))
+    if bounds is not None and not callable(wanted) and _within(bounds, wanted):
+        return True
+    return matches(meta[key], wanted)
+
+
 def search(cat=None, **query: Any) -> CdwCatalog:
     """The sub-catalog of entries whose metadata satisfy every ``key=value`` of ``query``.
 
     ``search(cat, kind="trajectory", T=0.1, f=[0.4, 0.5], model="holstein-f0.5")`` (see
     :func:`matches` for how a term matches). An entry without a queried key never matches.
+    A field with a ``<key>_range`` beside it is a range: ``f`` and ``T`` of a grand-canonical
+    model match every filling and temperature of its trained range (``kind="model", f=0.4``
+    finds the model that runs at f = 0.4).
 
     Returns
     -------
@@ -793,7 +880,7 @@ def search(cat=None, **query: Any) -> CdwCatalog:
     cat = _as_catalog(cat)
 
     def wanted(meta: Mapping[str, Any]) -> bool:
-        return all(key in meta and matches(meta[key], want) for key, want in query.items())
+        return all(key in meta and _term_matches(meta, key, want) for key, want in query.items())
 
     return _subset(cat, [name for name in sorted(cat.entries)
                          if wanted(cat.entries[name].metadata or {})])
@@ -892,20 +979,28 @@ def table(cat=None, entries_: Any = None,
           columns: tuple[str, ...] = ("kind", "T", "f", "L", "runs", "steps", "model")) -> str:
     """Plain-text table of the entries of ``cat`` (a catalog, e.g. a :func:`search` result,
     a path, or None = the default catalog); ``entries_``, if given, is a second catalog
-    (or ``{name: entry}``) whose entries are listed instead."""
+    (or ``{name: entry}``) whose entries are listed instead. Floats are shown with ``:g``,
+    lists joined with ``,``, ranges (a field with ``<column>_range``) as ``lo..hi``."""
     source = _as_catalog(cat) if entries_ is None else entries_
     if isinstance(source, Catalog):
         items = {n: source.entries[n] for n in sorted(source.entries)}
     else:
         items = dict(source)
 
-    def fmt(v: Any) -> str:
+    def num(x: Any) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    def fmt(meta: Mapping[str, Any], c: str) -> str:
+        v = meta.get(c)
+        bounds = _range(meta.get(f"{c}_range"))
+        if bounds is not None:  # a range (f, T of a grand-canonical model): lo..hi
+            return "..".join(num(x) for x in bounds)
         if isinstance(v, list):
-            return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
-        return "" if v is None else str(v)
+            return ",".join(num(x) for x in v)
+        return "" if v is None else num(v)
 
     rows = [("name", *columns)]
-    rows += [(n, *(fmt((e.metadata or {}).get(c)) for c in columns)) for n, e in items.items()]
+    rows += [(n, *(fmt(e.metadata or {}, c) for c in columns)) for n, e in items.items()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)

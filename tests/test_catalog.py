@@ -398,13 +398,74 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         (name,) = hits
         assert hits[name].read()["alpha"].dims == ("T", "f")
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
-        # the f-scan results were made with one model per filling: each name finds them
+        # one shipped model: the grand-canonical one, whose card the entry describes
+        models = catalog.search(cat, kind="model")
+        assert list(models) == ["holstein-gc-v3"], path
+        meta = catalog.metadata(cat, "holstein-gc-v3")
+        card = models["holstein-gc-v3"].read()
+        assert isinstance(card, dict) and card["name"] == meta["model"] == "holstein-gc-v3"
+        assert (meta["model_kind"], meta["grand_canonical"]) == ("density", True)
+        assert meta["f"] == meta["f_range"] == card["filling_range"]
+        assert meta["T"] == meta["T_range"] == card["temperature_range"]
+        assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
+        assert catalog.path_of(cat, "holstein-gc-v3") == \
+            (Path(catalog.__file__).resolve().parent / "ml" / "models" / "holstein-gc-v3.json")
+        # it runs at every filling the results were made at (holstein-f0.3 ... are names for
+        # it at a filling), and at no filling outside its range
+        for f in (0.3, 0.4, 0.5):
+            assert list(catalog.search(cat, kind="model", f=f, T=0.1)) == ["holstein-gc-v3"]
+        assert not catalog.search(cat, kind="model", f=0.6)
+        assert not catalog.search(cat, kind="model", T=0.5)
+        # the f-scan results were made with the earlier canonical model of each filling,
+        # which is not in the catalog: each name finds those results and no model entry
         for f in (0.3, 0.4, 0.5):
             found = catalog.search(cat, model=f"holstein-f{f:g}")
             kinds = sorted(catalog.metadata(found, n)["kind"] for n in found)
-            assert kinds.count("domain-size") >= 1 and kinds.count("model") == 1, (f, kinds)
-        card = catalog.search(cat, kind="model", f=0.5)["holstein-f0.5"].read()
-        assert isinstance(card, dict) and card["name"] == "holstein-f0.5"
+            assert kinds.count("domain-size") >= 1 and "model" not in kinds, (f, kinds)
+        row = catalog.table(models, columns=("model_kind", "f", "T")).splitlines()[1].split()
+        assert row == ["holstein-gc-v3", "density", "0.25..0.55", "0.1..0.3"]
+
+
+def test_grand_canonical_model_cards_cover_ranges(cat_path, tmp_path):
+    card = {"format": "cdwdata-model/1", "name": "gc-test", "kind": "density",
+            "grand_canonical": True, "filling": 0.5, "params": {},
+            "filling_range": [0.2499999850988388, 0.55], "temperature_range": [0.1, 0.3],
+            "mu_range": [-2.0, 1.0], "training": {"configurations": 12},
+            "metrics": {"validation": {"force_rmse": 0.04, "force_mae": 0.01}},
+            "weights_sha256": "0" * 64}
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "gc-test.json").write_text(json.dumps(card))
+    shutil.copy(cat_path.parent.parent / "models" / f"{MODEL}.json", models)
+    cat = catalog.build(models, tmp_path / "c.yaml")
+    m = catalog.metadata(cat, "gc-test")
+    assert (m["kind"], m["model"], m["model_kind"], m["grand_canonical"]) == \
+        ("model", "gc-test", "density", True)
+    assert m["f"] == m["f_range"] == [0.2499999850988388, 0.55]  # the ends of the range
+    assert m["T"] == m["T_range"] == [0.1, 0.3] and m["mu_range"] == [-2.0, 1.0]
+    assert (m["validation_force_rmse"], m["validation_force_mae"], m["samples"]) == \
+        (0.04, 0.01, 12)
+    assert "test_rmse" not in m and m["L"] is None
+    assert set(catalog.REQUIRED_METADATA) <= set(m)
+    # a canonical card keeps what it had
+    c = catalog.metadata(cat, MODEL)
+    assert (c["f"], c["T"], c["L"], c["samples"], c["test_rmse"]) == ([0.5], [0.1], 8, 3, 0.01)
+    assert (c["model_kind"], c["architecture"], c["grand_canonical"]) == ("force", "force", False)
+    assert "f_range" not in c and "validation_force_rmse" not in c
+    # search: a number matches a range if it lies in it (ends included, to 1e-9)
+    assert list(catalog.search(cat, kind="model")) == ["gc-test", MODEL]
+    assert list(catalog.search(cat, f=0.4)) == ["gc-test"]
+    assert list(catalog.search(cat, f=0.25, T=0.3)) == ["gc-test"]
+    assert list(catalog.search(cat, f=0.5, T=0.1)) == ["gc-test", MODEL]
+    assert list(catalog.search(cat, f=[0.6, 0.3])) == ["gc-test"]  # any of
+    assert list(catalog.search(cat, f=0.56)) == [] and list(catalog.search(cat, T=0.05)) == []
+    assert list(catalog.search(cat, f=lambda fs: max(fs) > 0.5)) == ["gc-test"]
+    assert list(catalog.search(cat, model_kind="density")) == ["gc-test"]
+    # the table and the generated description show ranges as lo..hi
+    table = catalog.table(cat, columns=("f", "T", "validation_force_rmse")).splitlines()
+    assert table[1].split() == ["gc-test", "0.25..0.55", "0.1..0.3", "0.04"]
+    assert table[2].split() == [MODEL, "0.5", "0.1"]
+    assert "T=0.1..0.3" in m["description"] and "f=0.25..0.55" in m["description"]
 
 
 DOCUMENTED = {
