@@ -183,7 +183,7 @@ def _script(tmp_path, body: str) -> None:
     p = tmp_path / "job.py"
     p.write_text("if __name__ == '__main__':\n" + "\n".join("    " + s for s in
                                                              body.strip().splitlines()) + "\n")
-    subprocess.run([sys.executable, str(p)], check=True, cwd=tmp_path, timeout=300)
+    subprocess.run([sys.executable, str(p)], check=True, cwd=tmp_path, timeout=1200)
 
 
 @pytest.fixture(scope="module")
