@@ -81,3 +81,15 @@ def _single_threaded_kernels():
     torch.set_num_threads(old_torch)
     if old_blas is not None:
         blas_threads(old_blas)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: on a shared 2-core machine torch's OpenMP pool is
+    ~10x slower. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

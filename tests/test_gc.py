@@ -25,12 +25,7 @@ from cdwdata.ml.gcmodel import DensityModel, shift_direction, solve_mu
 L = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- exact electrons at a fixed chemical potential ---------------------------------------

@@ -30,13 +30,7 @@ F_FILL = 0.5
 T_EL = 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: on a shared 2-core machine torch's OpenMP pool is ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_model(kind: str = "force", seed: int = 0, dtype=torch.float64) -> ForceModel:

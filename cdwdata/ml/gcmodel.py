@@ -71,7 +71,8 @@ class DensityModel(nn.Module):
     hidden : sequence of int
         Hidden widths (SiLU); input ``n_features + 1`` (features and T), output 1.
     params : HolsteinParams, optional
-        ``g`` (the mu shift), ``k`` and ``kappa`` (the exact elastic force) are buffers.
+        ``g`` (the mu shift), ``k`` and ``kappa`` are buffers, checked against the card on
+        loading; the force field adds the exact elastic force (``cdwdata.ed.elastic_force``).
     """
 
     kind = KIND
@@ -189,16 +190,6 @@ class DensityModel(nn.Module):
             return torch.sigmoid(z).reshape(A.shape[:-1])
 
         return n_of
-
-    def elastic_force(self, Q: torch.Tensor) -> torch.Tensor:
-        from cdwdata.params import Lattice
-
-        _, k, kappa = self.coupling.to(Q.dtype)
-        return -k * Q - kappa * Lattice.neighbor_sum(Q)
-
-    def force_from_density(self, Q: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        g = self.coupling[0].to(Q.dtype)
-        return g * (n - 0.5) + self.elastic_force(Q)
 
     # --- weights (descriptor excluded, as for ForceModel) ------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
