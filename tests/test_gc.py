@@ -288,17 +288,48 @@ def test_warm_started_quench_resumes_bit_identically(trained, tmp_path):
     np.testing.assert_array_equal(a.mu.values, b.mu.values)
 
 
-def test_fast_evaluator_equals_the_plain_network(trained, rng):
+@pytest.mark.parametrize("chunk", [7, 64, None])
+def test_inference_plan_equals_the_plain_network(trained, rng, chunk):
+    """The folded, chunked, buffer-reusing plan gives the network's n and, by forward mode,
+    its exact dn/dmu (against a central difference of the plain network)."""
+    from cdwdata.ml.inference import DensityPlan
+
     ff = load_model(trained, f=0.4, T=0.2, dtype=torch.float64)
     G = ff.model.features(torch.as_tensor(rng.normal(0, 1, (2, L, L))))
     mu = torch.tensor([-1.0, 0.5], dtype=torch.float64)
-    T = torch.full((2,), 0.2, dtype=torch.float64)
-    fast = ff.model.evaluator(G, T)(mu)
-    np.testing.assert_allclose(fast.numpy(), ff.model.site_density(G, mu, T).numpy(), atol=1e-12)
+    plan = DensityPlan(ff.model, 0.2, dtype=torch.float64, chunk=chunk).bind(G)
+    for _ in range(2):  # buffers reused: the second call gives the same numbers
+        n, dn = plan.density_and_slope(mu)
+        np.testing.assert_allclose(n.numpy(), ff.model.site_density(G, mu, 0.2).numpy(),
+                                   atol=1e-12)
+        np.testing.assert_allclose(plan.density(mu).numpy(), n.numpy(), atol=1e-15)
+    eps = 1e-6
+    fd = (ff.model.site_density(G, mu + eps, 0.2) - ff.model.site_density(G, mu - eps, 0.2))
+    np.testing.assert_allclose(dn.numpy(), fd.numpy() / (2 * eps), atol=1e-7)
     bf = load_model(trained, f=0.4, T=0.2, precision="bf16")
     Q = rng.normal(0, 1, (L, L))
     assert np.abs(bf.density(Q) - ff.density(Q)).max() < 0.05
     assert bf.attrs()["ml_precision"] == "bf16"
+
+
+def test_warm_linear_step_equals_the_full_solve(trained, rng):
+    """From a nearby mu (a Langevin step away), one evaluation plus a Newton step in linear
+    response gives the exact electron count and the densities of the full bracketed solve."""
+    ff = load_model(trained, f=0.4, T=0.2, dtype=torch.float64)
+    Q = torch.as_tensor(rng.normal(0, 1, (L, L)))[None]
+    n_ref, mu_ref, _ = ff.solve(Q)
+    assert ff.last_iterations >= 2
+    for offset in (1e-5, -5e-5):
+        n, mu, res = ff.solve(Q, mu_hint=mu_ref + offset)
+        assert ff.last_iterations == 1
+        assert abs(float(res[0])) < 1e-9 * L * L
+        assert abs(float(mu[0] - mu_ref[0])) < 1e-8
+        np.testing.assert_allclose(n.numpy(), n_ref.numpy(), atol=1e-8)
+    # a hint too far away for linear response falls back to the bracketed solve
+    n, mu, res = ff.solve(Q, mu_hint=mu_ref + 0.5)
+    assert ff.last_iterations >= 2
+    assert abs(float(res[0])) < 1e-6 * L * L
+    np.testing.assert_allclose(n.numpy(), n_ref.numpy(), atol=1e-4)
 
 
 @settings(max_examples=40, deadline=None)

@@ -193,7 +193,7 @@ class GrandCanonicalForceField(MLForceField):
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
                  dtype: Any = torch.float32, path=None, precision: str = "float32") -> None:
         super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
-        from cdwdata.ml.gcmodel import PRECISIONS
+        from cdwdata.ml.inference import PRECISIONS
         from cdwdata.params import check_temperature
 
         if precision not in PRECISIONS:
@@ -221,6 +221,7 @@ class GrandCanonicalForceField(MLForceField):
         self.last_mu = None
         self.last_residual = None
         self.last_iterations = 0
+        self._plan = None
 
     def __repr__(self) -> str:
         return (f"GrandCanonicalForceField(name={self.name!r}, f={self.f}, T={self.T}, "
@@ -229,58 +230,110 @@ class GrandCanonicalForceField(MLForceField):
     #: The dynamics may pass the previous step's mu as the start of the solve.
     accepts_mu_hint = True
 
+    def plan(self):
+        """The inference plan (:class:`~cdwdata.ml.inference.DensityPlan`) of this model at
+        this temperature, precision, dtype and device; made once, its buffers reused."""
+        if self._plan is None:
+            from cdwdata.ml.inference import DensityPlan
+
+            self._plan = DensityPlan(self.model, self.T, self.precision, self.dtype,
+                                     self._device)
+        return self._plan
+
     def solve(self, Q: torch.Tensor, mu_hint=None):
         """``(n, mu, residual)`` for ``Q (..., L, L)`` at this filling and temperature.
 
         The solve starts at ``mu_hint`` (one per configuration, e.g. the previous Langevin
         step's) or, by default, at the card's mu for this filling.
+
+        From a hint, one evaluation gives ``n(mu0)`` and the exact slope ``n'(mu0)`` (forward
+        mode); chord-Newton steps ``dmu = (fN - N(mu)) / N'(mu0)`` follow (at most
+        :data:`NEWTON_STEPS`, each one plain evaluation). Once the next step is small, the
+        densities are ``n(mu) + n'(mu0) dmu``: the electron count is exact, and they differ
+        from the network at ``mu + dmu`` by ``~ n'' (|mu - mu0| + dmu/2) dmu``, kept below
+        :data:`LINEAR_TOL` with the Fermi-function bound ``|n''| <= 0.1 / T^2`` (measured in
+        benchmarks/README.md). Between Langevin steps mu moves by 1e-3..1e-2, so a step costs
+        one evaluation with the slope and one or two without. Cold starts and failed
+        iterations use the bracketed secant solve (:data:`~cdwdata.ml.gcmodel.FILLING_RTOL`).
         """
-        from cdwdata.ml.gcmodel import FILLING_RTOL, solve_mu
 
         check_lattice_shape(Q.shape)
         lead, L1, L2 = Q.shape[:-2], Q.shape[-2], Q.shape[-1]
         Qm = Q.detach().to(device=self._device, dtype=self.dtype).reshape(-1, L1, L2)
         B = Qm.shape[0]
         with torch.no_grad():
-            G = self.model.features(Qm)
-            T = torch.full((B,), self.T, dtype=self.dtype, device=self._device)
-            n_of = self.model.evaluator(G, T, self.precision)
-
-            def count(mu):
-                n = n_of(mu.to(self.dtype))
-                return n.sum((-2, -1), dtype=torch.float64), n
-
-            def slope(n):
-                nd = n.double()
-                return (nd * (1.0 - nd)).sum((-2, -1)) / self.T + 1e-3 * L1 * L2
-
+            plan = self.plan().bind(self.model.features(Qm))
+            evaluations = plan.evaluations
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
-            if mu_hint is None:
-                mu0 = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
-            else:
+            done = None
+            if mu_hint is not None:
                 mu0 = torch.as_tensor(mu_hint, dtype=torch.float64).to(self._device).reshape(B)
-            rtol = BF16_RTOL if self.precision == "bf16" else FILLING_RTOL
-            mu, n, res, it = solve_mu(count, target, mu0, slope, rtol=rtol)
-            if bool((res.abs() > 1e-2 * target).any()):
-                worst = float(res.abs().max())
-                raise ModelError(
-                    f"model {self.name!r} cannot reach filling f={self.f} at T={self.T} in this "
-                    f"configuration (best electron count off by {worst:.3g} after {it} "
-                    f"iterations, mu={mu.tolist()[:4]})")
-            # n(mu) of a finite-precision network is a staircase on a fine scale (bf16 hidden
-            # layers: ~1e-6 relative; a steep float32 site can leave ~1e-4): what the solve
-            # cannot remove is removed in linear response, every level shifted by the same
-            # d mu (dn_i = n_i (1 - n_i) d mu / T), so the electron count is exact
-            left = res.abs() > FILLING_RTOL * target
-            if bool(left.any()):
-                w = (n.double() * (1.0 - n.double())).clamp_min(1e-12)
-                shift = torch.where(left, res / w.sum((-2, -1)), torch.zeros_like(res))
-                n = (n.double() - w * shift[:, None, None]).clamp(0.0, 1.0).to(n.dtype)
-                res = n.sum((-2, -1), dtype=torch.float64) - target
+                done = self._linear_step(plan, mu0, target)
+                start = mu0
+            else:
+                start = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
+            if done is None:
+                done = self._bracketed(plan, start, target)
+            n, mu, res = done
         self.last_mu = mu.reshape(lead)
         self.last_residual = res.reshape(lead)
-        self.last_iterations = it
+        self.last_iterations = plan.evaluations - evaluations
         return n.reshape(*lead, L1, L2), self.last_mu, self.last_residual
+
+    def _linear_step(self, plan, mu0, target):
+        """Chord-Newton iterations with the exact slope at ``mu0``, finished in linear response
+        once its error estimate is below ``LINEAR_TOL``; None when they do not get there."""
+        n, dn0 = plan.density_and_slope(mu0)
+        slope = dn0.sum((-2, -1), dtype=torch.float64)
+        if not bool((slope > 0).all()):
+            return None
+        mu = mu0
+        for k in range(NEWTON_STEPS + 1):
+            dmu = (target - n.sum((-2, -1), dtype=torch.float64)) / slope
+            if not bool(torch.isfinite(dmu).all()):
+                return None
+            # error of the linear finish ~ n'' (|mu - mu0| + |dmu| / 2) |dmu|, n'' <= 0.1 / T^2
+            err = 0.1 / self.T ** 2 * dmu.abs() * ((mu - mu0).abs() + 0.5 * dmu.abs())
+            if bool((err <= LINEAR_TOL).all()):
+                n = torch.addcmul(n, dn0, dmu.to(n.dtype)[:, None, None]).clamp_(0.0, 1.0)
+                return n, mu + dmu, n.sum((-2, -1), dtype=torch.float64) - target
+            if k == NEWTON_STEPS:
+                return None
+            mu = mu + dmu.clamp(-self.T, self.T)
+            n = plan.density(mu)
+        return None
+
+    def _bracketed(self, plan, mu0, target):
+        """The bracketed secant solve of the filling equation from ``mu0``."""
+        from cdwdata.ml.gcmodel import FILLING_RTOL, solve_mu
+
+        def count(mu):
+            n = plan.density(mu.to(self.dtype)).clone()
+            return n.sum((-2, -1), dtype=torch.float64), n
+
+        def slope(n):
+            nd = n.double()
+            return (nd * (1.0 - nd)).sum((-2, -1)) / self.T + 1e-3 * n[0].numel()
+
+        rtol = BF16_RTOL if self.precision == "bf16" else FILLING_RTOL
+        mu, n, res, it = solve_mu(count, target, mu0, slope, rtol=rtol)
+        if bool((res.abs() > 1e-2 * target).any()):
+            worst = float(res.abs().max())
+            raise ModelError(
+                f"model {self.name!r} cannot reach filling f={self.f} at T={self.T} in this "
+                f"configuration (best electron count off by {worst:.3g} after {it} "
+                f"iterations, mu={mu.tolist()[:4]})")
+        # n(mu) of a finite-precision network is a staircase on a fine scale (bf16 hidden
+        # layers: ~1e-6 relative; a steep float32 site can leave ~1e-4): what the solve
+        # cannot remove is removed in linear response, every level shifted by the same
+        # d mu (dn_i = n_i (1 - n_i) d mu / T), so the electron count is exact
+        left = res.abs() > FILLING_RTOL * target
+        if bool(left.any()):
+            w = (n.double() * (1.0 - n.double())).clamp_min(1e-12)
+            shift = torch.where(left, res / w.sum((-2, -1)), torch.zeros_like(res))
+            n = (n.double() - w * shift[:, None, None]).clamp(0.0, 1.0).to(n.dtype)
+            res = n.sum((-2, -1), dtype=torch.float64) - target
+        return n, mu, res
 
     def evaluate(self, Q: torch.Tensor):
         """``(F, n)`` at the solved chemical potential, same dtype and device as ``Q``."""
@@ -315,6 +368,12 @@ class GrandCanonicalForceField(MLForceField):
                     "ml_precision": self.precision})
         return out
 
+
+#: Largest error in n allowed to the linear-response finish of a warm-started solve (see
+#: :meth:`GrandCanonicalForceField.solve`); 3.5e-4 in the force at g = 3.5, below bf16 rounding.
+LINEAR_TOL = 1e-4
+#: Newton iterations tried from a warm start before the bracketed solve takes over.
+NEWTON_STEPS = 3
 
 #: Filling tolerance of the mu solve with bf16 hidden layers (the rest is removed in linear
 #: response, see :meth:`GrandCanonicalForceField.solve`).

@@ -11,7 +11,8 @@ uniform shift of Q (a uniform shift only moves the A1 shell sums; the reference 
 built from staggered and dipole sums, which a uniform shift leaves untouched), so
 ``G(Q + c) = G(Q) + c a`` with a fixed D4-invariant vector ``a`` (:func:`shift_direction`).
 The network input is ``G(Q) + (mu/g) a`` followed by ``T``; the descriptor is computed once
-per configuration, and every mu of the solve only re-runs the MLP. D4 invariance is exact:
+per configuration, and every mu of the solve only re-runs the MLP (fast path:
+:class:`cdwdata.ml.inference.DensityPlan`). D4 invariance is exact:
 ``G`` is invariant bit for bit and ``a``, ``mu``, ``T`` are scalars under D4.
 
 Output: ``n_i = sigmoid(MLP)`` in (0, 1); the force is ``g (n_i - 1/2)`` plus the exact
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
+from cdwdata.ml.inference import PRECISIONS  # noqa: F401  (re-exported)
 from cdwdata.ml.model import MLP, Normalizer
 
 KIND = "density"
@@ -43,10 +45,6 @@ HIDDEN: tuple[int, ...] = (256, 128, 64)
 ACTIVATION = "silu"
 #: Relative tolerance of the filling equation.
 FILLING_RTOL = 1e-7
-#: Sites per chunk of a CPU evaluation (keeps the hidden activations in cache).
-CPU_CHUNK = 2048
-#: Precisions of the hidden layers at inference.
-PRECISIONS = ("float32", "bf16")
 
 
 @lru_cache(maxsize=4)
@@ -137,59 +135,6 @@ class DensityModel(nn.Module):
     def density_at(self, Q: torch.Tensor, mu, T) -> torch.Tensor:
         """``n_i(Q; mu, T)``, ``(..., L, L)``; ``mu`` and ``T`` scalars or one per configuration."""
         return self.site_density(self.features(Q), mu, T)
-
-    def evaluator(self, G: torch.Tensor, T, precision: str = "float32"):
-        """``n(mu)`` for fixed features ``G (B, ..., F)`` and ``T``: the mu solve's inner loop.
-
-        The first layer is affine in mu, ``W1 norm([G + (mu/g) a, T]) + b1 = A + mu c``, so
-        ``A`` is computed once and every mu costs the remaining layers only. ``precision``
-        ``"bf16"`` runs the hidden-to-hidden layers in bfloat16 (float32 accumulation inside
-        the matmul); the first layer, which carries mu, and the output layer stay float32.
-        """
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
-        lin = [m for m in self.mlp if isinstance(m, nn.Linear)]
-        act = nn.functional.silu
-        g = float(self.coupling[0])
-        std, mean = self.input_norm.std.to(G.dtype), self.input_norm.mean.to(G.dtype)
-        T = torch.as_tensor(T, dtype=G.dtype, device=G.device)
-        T = T.reshape(*T.shape, *([1] * (G.ndim - 1 - T.ndim))).expand(G.shape[:-1])
-        x = torch.cat([G, T.unsqueeze(-1)], dim=-1)
-        W1, b1 = lin[0].weight.to(G.dtype), lin[0].bias.to(G.dtype)
-        A = torch.nn.functional.linear((x - mean) / std, W1, b1)
-        a = torch.cat([self.shift.to(G.dtype), G.new_zeros(1)]) / (g * std)
-        c = W1 @ a  # (H1,)
-        hidden = lin[1:-1]
-        if precision == "bf16":
-            hidden = [(m.weight.to(torch.bfloat16), m.bias.to(torch.bfloat16)) for m in hidden]
-        else:
-            hidden = [(m.weight.to(G.dtype), m.bias.to(G.dtype)) for m in hidden]
-        Wo, bo = lin[-1].weight.to(G.dtype), lin[-1].bias.to(G.dtype)
-        lead = (slice(None),) + (None,) * (G.ndim - 2)
-
-        def tail(h: torch.Tensor) -> torch.Tensor:
-            h = act(h)
-            if precision == "bf16":
-                h = h.to(torch.bfloat16)
-            for W, b in hidden:
-                h = act(torch.nn.functional.linear(h, W, b))
-            return torch.nn.functional.linear(h.to(G.dtype), Wo, bo).squeeze(-1)
-
-        A_rows = A.reshape(A.shape[0], -1, A.shape[-1])  # (B, sites, H1)
-
-        def n_of(mu: torch.Tensor) -> torch.Tensor:
-            mu = torch.as_tensor(mu, dtype=G.dtype, device=G.device)
-            if A.device.type != "cpu":
-                return torch.sigmoid(tail(A + mu[lead].unsqueeze(-1) * c))
-            # CPU: site chunks small enough to stay in cache, instead of (sites x width)
-            # temporaries that are mapped and unmapped at every evaluation
-            z = A_rows.new_empty(A_rows.shape[:2])
-            for b in range(A_rows.shape[0]):
-                for i in range(0, A_rows.shape[1], CPU_CHUNK):
-                    z[b, i:i + CPU_CHUNK] = tail(A_rows[b, i:i + CPU_CHUNK] + mu[b] * c)
-            return torch.sigmoid(z).reshape(A.shape[:-1])
-
-        return n_of
 
     # --- weights (descriptor excluded, as for ForceModel) ------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
