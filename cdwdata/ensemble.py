@@ -93,6 +93,7 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
     The local cluster uses processes with one thread each (torch and BLAS get one thread per
     worker) and binds the scheduler and dashboard to 127.0.0.1.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -116,16 +117,33 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
                 "host": "127.0.0.1", "dashboard_address": DASHBOARD_ADDRESS}},
             silence_logs=40)
     else:
-        cluster = LocalCluster(n_workers=n_workers or default_workers(),
-                               threads_per_worker=threads_per_worker, processes=True,
-                               host="127.0.0.1", dashboard_address=DASHBOARD_ADDRESS,
-                               silence_logs=40)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+            cluster = LocalCluster(n_workers=n_workers or default_workers(),
+                                   threads_per_worker=threads_per_worker, processes=True,
+                                   host="127.0.0.1", dashboard_address=DASHBOARD_ADDRESS,
+                                   silence_logs=40)
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def worker_environ() -> dict:
+    """Environment of local worker processes: dask's, without its heap-trim threshold.
+
+    dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` so that workers of dataframe jobs hand
+    freed memory back to the OS at once. A Langevin worker holds a steady working set and
+    frees the descriptor's temporaries every step; with that setting glibc unmaps and remaps
+    them each time (measured: 22k page faults and 2.4x the descriptor time per 200x200 step,
+    benchmarks/README.md). Without it glibc keeps its default, adaptive thresholds.
+    """
+    import dask
+
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return env
 
 
 def _openblas_libs():
