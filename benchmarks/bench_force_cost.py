@@ -105,12 +105,12 @@ def main() -> None:
                "layers": ff.card["architecture"]["layers"], "L": args.L,
                "bare_paper_mlp_s": tb, "cold_s": t_cold, "warm_s": t_warm,
                "descriptor_s": t_desc, "cold_ratio": t_cold / tb, "warm_ratio": t_warm / tb,
-               "cold_evaluations": cold_iter + 1, "warm_evaluations": warm_iter + 1,
+               "cold_evaluations": cold_iter, "warm_evaluations": warm_iter,
                "site_forces_per_s_warm": N / t_warm}
         rows.append(row)
         print(f"{name} ({precision}): layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
-              f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter + 1} evaluations), "
-              f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter + 1} "
+              f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter} evaluations), "
+              f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter} "
               f"evaluations), descriptor {1e3 * t_desc:.1f} ms", flush=True)
     out = {"benchmark": "ML force cost vs bare float32 paper-MLP forward", "L": args.L,
            "threads": args.threads, "f": args.f, "T": args.T, "rows": rows,

@@ -54,7 +54,7 @@ def langevin_throughput(model: str, L: int, runs: int, steps: int, device, preci
     drift = float((total - f * L * L).abs().max() / (f * L * L))
     return {"L": L, "runs": runs, "steps": steps, "precision": precision,
             "seconds": dt, "site_steps_per_s": runs * L * L * steps / dt,
-            "filling_rel_error": drift, "mu_evaluations_last_step": ff.last_iterations + 1}
+            "filling_rel_error": drift, "mu_evaluations_last_step": ff.last_iterations}
 
 
 def batched_ed(L: int, batch: int, device, repeat: int = 3) -> dict:

@@ -495,7 +495,8 @@ def _frame_codes(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.
 
 
 def _apply_frame(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.Tensor],
-                 code: torch.Tensor, tab: _Tables) -> torch.Tensor:
+                 code: torch.Tensor, tab: _Tables, out: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """Features (..., L, L, 45): the IR coefficients transformed by the frame of each site.
 
     Without autograd the planes are written straight into the output (no second full-size
@@ -510,7 +511,9 @@ def _apply_frame(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.
         for x, y in zip(ex, ey, strict=True):
             planes += [torch.where(swap, y, x) * sxp, torch.where(swap, x, y) * syp]
         return torch.stack(planes, dim=-1)
-    out = torch.empty((*code.shape, N_FEATURES), dtype=f1[0].dtype, device=f1[0].device)
+    shape = (*code.shape, N_FEATURES)
+    if out is None or out.shape != shape or out.dtype != f1[0].dtype:
+        out = torch.empty(shape, dtype=f1[0].dtype, device=f1[0].device)
     for k in range(9):
         out[..., k].copy_(f1[k])
     for j, sl in enumerate((_SLICE_A2, _SLICE_B1, _SLICE_B2)):
@@ -522,9 +525,10 @@ def _apply_frame(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.
     return out
 
 
-def _features_impl(Q: torch.Tensor, tab: _Tables) -> torch.Tensor:
+def _features_impl(Q: torch.Tensor, tab: _Tables, out: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     f1, ex, ey = _ir_parts(Q)
-    return _apply_frame(f1, ex, ey, _frame_codes(f1, ex, ey, tab), tab)
+    return _apply_frame(f1, ex, ey, _frame_codes(f1, ex, ey, tab), tab, out)
 
 
 def _tables_for(Q: torch.Tensor) -> _Tables:
@@ -669,16 +673,19 @@ class Descriptor(torch.nn.Module):
             out[name] = t.to(device=Q.device, dtype=Q.dtype if t.is_floating_point() else None)
         return _Tables(**out)
 
-    def forward(self, Q: torch.Tensor) -> torch.Tensor:
+    def forward(self, Q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Features of every site.
 
         Parameters
         ----------
         Q : torch.Tensor, shape (..., L, L)
+        out : torch.Tensor, optional
+            Buffer of the result's shape and dtype, written in place and returned (used
+            without autograd; a buffer of another shape is ignored).
 
         Returns
         -------
         torch.Tensor, shape (..., L, L, N_FEATURES)
         """
         Q = _check_tensor(Q)
-        return _features_impl(Q, self._tables(Q))
+        return _features_impl(Q, self._tables(Q), out)

@@ -25,6 +25,10 @@ def configure(p) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="hidden layer widths (default: 512 256 64 16, the paper's, for "
                         "force/energy; 256 128 64 for density)")
+    p.add_argument("--arch", default=None, choices=sorted(_architectures()),
+                   help="density kind: named hidden widths instead of --hidden ("
+                        + ", ".join(f"{k} = {'x'.join(map(str, v))}"
+                                    for k, v in _architectures().items()) + ")")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="density kind: start from this saved model's weights (fine-tuning)")
     p.add_argument("--samples-per-epoch", type=int, default=None,
@@ -60,6 +64,12 @@ def configure(p) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _architectures() -> dict:
+    from cdwdata.ml.gcmodel import ARCHITECTURES
+
+    return ARCHITECTURES
+
+
 def run(args) -> int:
     if args.kind == "density":
         return _run_density(args)
@@ -91,9 +101,13 @@ def run(args) -> int:
 
 
 def _run_density(args) -> int:
+    from cdwdata.errors import ParameterError
     from cdwdata.ml import gctrain
 
-    card = gctrain.train(args.data, args.out, hidden=tuple(args.hidden or gctrain.HIDDEN),
+    if args.arch and args.hidden:
+        raise ParameterError("give --arch or --hidden, not both")
+    hidden = _architectures()[args.arch] if args.arch else tuple(args.hidden or gctrain.HIDDEN)
+    card = gctrain.train(args.data, args.out, hidden=hidden,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          loss=args.loss or "bce", huber_delta=args.huber_delta, seed=args.seed,
                          val_fraction=args.val_fraction, threads=args.threads,

@@ -262,7 +262,8 @@ class GrandCanonicalForceField(MLForceField):
         Qm = Q.detach().to(device=self._device, dtype=self.dtype).reshape(-1, L1, L2)
         B = Qm.shape[0]
         with torch.no_grad():
-            plan = self.plan().bind(self.model.features(Qm))
+            plan = self.plan()
+            plan.bind(self.model.features(Qm, plan.feature_buffer(Qm.shape)))
             evaluations = plan.evaluations
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
             done = None

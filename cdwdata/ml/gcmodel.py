@@ -42,6 +42,11 @@ from cdwdata.ml.model import MLP, Normalizer
 KIND = "density"
 #: Default hidden widths of the grand-canonical network.
 HIDDEN: tuple[int, ...] = (256, 128, 64)
+#: Named hidden widths (``cdw train --arch``); "paper" is the paper's MLP 512x256x64x16.
+ARCHITECTURES: dict[str, tuple[int, ...]] = {
+    "paper": (512, 256, 64, 16), "wide": (256, 128, 64), "medium": (128, 64),
+    "small": (64, 32), "narrow": (32, 32), "single": (32,),
+}
 ACTIVATION = "silu"
 #: Relative tolerance of the filling equation.
 FILLING_RTOL = 1e-7
@@ -104,9 +109,10 @@ class DensityModel(nn.Module):
                 "inputs": "descriptor(Q) + (mu/g) a, T", "output": "sigmoid -> n_i"}
 
     # --- pieces ---------------------------------------------------------------------------
-    def features(self, Q: torch.Tensor) -> torch.Tensor:
-        """Descriptor of ``Q`` (..., L, L, n_features), computed once per configuration."""
-        return self.descriptor(Q)
+    def features(self, Q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Descriptor of ``Q`` (..., L, L, n_features), computed once per configuration
+        (into ``out`` when it is a buffer of that shape and dtype)."""
+        return self.descriptor(Q, out)
 
     def logits(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid output for features ``G (B, ..., F)``, ``mu`` and ``T`` per batch entry

@@ -99,6 +99,10 @@ class DensityPlan:
         return t
 
     # --- public -------------------------------------------------------------------------
+    def feature_buffer(self, shape) -> torch.Tensor:
+        """A reusable buffer for the descriptor of configurations of ``shape`` (..., L, L)."""
+        return self._buf("G", (*shape, self.W1.shape[0]))
+
     def bind(self, G: torch.Tensor) -> DensityPlan:
         """Fix the features ``G (B, ..., F)`` of a batch: computes ``A`` once."""
         self.lattice_shape = tuple(G.shape[1:-1])

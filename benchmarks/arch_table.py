@@ -1,0 +1,109 @@
+"""Accuracy versus cost of grand-canonical models: architectures crossed with precisions.
+
+For every model and precision:
+
+* **accuracy**: force RMSE on held-out ED-Langevin frames (``cdwdata.ml.heldout.evaluate``,
+  the numbers of ``cdw validate MODEL --heldout STORE``) per filling, over t = 5..100 and over
+  the late window t = 50..100;
+* **cost**: one warm-started force evaluation (descriptor, mu solve and forces, as in every
+  Langevin step) at L x L, divided by a bare float32 forward of the paper's MLP
+  45x512x256x64x16x1 on the same number of sites, timed interleaved in the same process.
+
+Usage::
+
+    python benchmarks/arch_table.py --models data/models/gc-small data/models/gc-v4 \\
+        --heldout data/ed-quench-heldout-L40.zarr --runs 0 1 --threads 1 \\
+        --out benchmarks/results/arch-table.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_force_cost import best_of, coarsened_state  # noqa: E402
+
+#: Step windows of the accuracy columns (dt = 0.05: t = 5..100 and t = 50..100).
+WINDOWS = {"t5-100": (100, 2000), "t50-100": (1000, 2000)}
+
+
+def cost(ff, L: int, repeat: int, paper) -> dict:
+    """Warm force time / bare paper-MLP forward time, interleaved."""
+    N = L * L
+    X = torch.randn(N, 45)
+    Q = coarsened_state(L)
+    Q2 = Q + 0.01 * np.random.default_rng(1).standard_normal(Q.shape)
+    Qt = torch.as_tensor(Q, dtype=torch.float32)[None]
+    Q2t = torch.as_tensor(Q2, dtype=torch.float32)[None]
+    _, _, mu = ff.evaluate_with_mu(Qt)
+
+    def bare():
+        with torch.no_grad():
+            paper(X)
+
+    def warm():
+        ff.evaluate_with_mu(Q2t, mu_hint=mu)
+
+    t_bare, t_warm = [], []
+    for _ in range(3):
+        t_bare.append(best_of(bare, repeat))
+        t_warm.append(best_of(warm, repeat))
+    tb, tw = float(np.median(t_bare)), float(np.median(t_warm))
+    return {"bare_paper_mlp_s": tb, "warm_s": tw, "cost_ratio": tw / tb,
+            "warm_evaluations": int(ff.last_iterations)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--precision", nargs="+", default=["float32", "bf16"])
+    ap.add_argument("--heldout", required=True, help="ED-Langevin trajectory store")
+    ap.add_argument("--runs", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--L", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "arch-table.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from cdwdata.ml import load_model
+    from cdwdata.ml.heldout import evaluate
+    from cdwdata.ml.model import HIDDEN, MLP
+
+    paper = MLP([45, *HIDDEN, 1]).eval()
+    rows = []
+    for model in args.models:
+        for precision in args.precision:
+            ff = load_model(model, f=0.5, T=0.1, precision=precision)
+            row = {"model": model, "name": ff.name, "precision": precision,
+                   "layers": ff.card["architecture"]["layers"],
+                   "card_sha256": getattr(ff, "card_sha256", None)}
+            row.update(cost(ff, args.L, args.repeat, paper))
+            for label, window in WINDOWS.items():
+                res = evaluate(model, args.heldout, step_range=window, every=args.every,
+                               runs=args.runs, precision=precision)
+                row[label] = {f: {"rmse": e["rmse"], "rmse_fractional": e["rmse_fractional"],
+                                  "mae": e["mae"]} for f, e in res["by_f"].items()}
+            rows.append(row)
+            acc = " ".join(f"{f}: {e['rmse']:.4f}" for f, e in row["t5-100"].items())
+            late = " ".join(f"{f}: {e['rmse']:.4f}" for f, e in row["t50-100"].items())
+            print(f"{model} {precision} {row['layers']}: cost {row['cost_ratio']:.3f} "
+                  f"({row['warm_evaluations']} evaluations); RMSE t=5..100 {acc}; "
+                  f"t=50..100 {late}", flush=True)
+    out = {"benchmark": "accuracy vs cost of grand-canonical models", "L": args.L,
+           "threads": args.threads, "heldout": args.heldout, "runs": args.runs,
+           "windows": WINDOWS, "rows": rows, "torch": torch.__version__,
+           "machine": platform.platform()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
