@@ -87,33 +87,46 @@ def init_state(forcefield, Q: torch.Tensor, v: torch.Tensor, keys, step: int = 0
                          mu=mu)
 
 
-def drift(Q, v, F, dt: float, mass: float):
-    """Position update of velocity Verlet: ``Q + v dt + F dt^2 / (2m)``."""
-    return Q + v * dt + F * (dt * dt / (2.0 * mass))
+def drift(Q, v, F, dt: float, mass: float, out=None):
+    """Position update of velocity Verlet: ``Q + v dt + F dt^2 / (2m)`` (into ``out`` if
+    given, which may be ``Q`` itself)."""
+    out = Q.clone() if out is None else (out if out is Q else out.copy_(Q))
+    return out.add_(v, alpha=dt).add_(F, alpha=dt * dt / (2.0 * mass))
 
 
-def kick(v, F_old, F_new, dt: float, mass: float):
-    """Velocity update of velocity Verlet: ``v + (F + F') dt / (2m)``."""
-    return v + (F_old + F_new) * (dt / (2.0 * mass))
+def kick(v, F_old, F_new, dt: float, mass: float, out=None):
+    """Velocity update of velocity Verlet: ``v + (F + F') dt / (2m)`` (into ``out``)."""
+    out = v.clone() if out is None else (out if out is v else out.copy_(v))
+    h = dt / (2.0 * mass)
+    return out.add_(F_old, alpha=h).add_(F_new, alpha=h)
 
 
-def thermostat(v, xi, T: float, gamma: float, dt: float, mass: float):
-    """Exact Ornstein-Uhlenbeck update ``a v + sqrt((1 - a^2) T / m) xi``, ``a = exp(-gamma dt)``."""
+def thermostat(v, xi, T: float, gamma: float, dt: float, mass: float, out=None):
+    """Exact Ornstein-Uhlenbeck update ``a v + sqrt((1 - a^2) T / m) xi``, ``a = exp(-gamma dt)``
+    (into ``out``)."""
     a = math.exp(-gamma * dt)
-    return a * v + math.sqrt((1.0 - a * a) * T / mass) * xi
+    out = v.clone() if out is None else (out if out is v else out.copy_(v))
+    return out.mul_(a).add_(xi, alpha=math.sqrt((1.0 - a * a) * T / mass))
 
 
-def step(state: LangevinState, forcefield, T: float, params: HolsteinParams) -> LangevinState:
-    """Advance every run by one Langevin step at bath temperature ``T``."""
+def step(state: LangevinState, forcefield, T: float, params: HolsteinParams,
+         inplace: bool = False, noise_buffer=None) -> LangevinState:
+    """Advance every run by one Langevin step at bath temperature ``T``.
+
+    With ``inplace`` the state's ``Q`` and ``v`` are updated in place (the caller owns them,
+    as the quench loop does) and the thermal noise is drawn into ``noise_buffer``; the
+    arithmetic is the same either way, so both give the same bits.
+    """
     p = params
-    Q = drift(state.Q, state.v, state.F, p.dt, p.mass)
+    Q = drift(state.Q, state.v, state.F, p.dt, p.mass, out=state.Q if inplace else None)
     F, n, mu = evaluate(forcefield, Q, state.mu)
-    v = kick(state.v, state.F, F, p.dt, p.mass)
+    v = kick(state.v, state.F, F, p.dt, p.mass, out=state.v if inplace else None)
     if T > 0 and p.gamma > 0:
-        xi = noise.normal(state.keys, noise.THERMAL, state.step, Q.shape[-2:], Q.device, Q.dtype)
-        v = thermostat(v, xi, T, p.gamma, p.dt, p.mass)
+        xi = noise.normal(state.keys, noise.THERMAL, state.step, Q.shape[-2:], Q.device, Q.dtype,
+                          out=noise_buffer if inplace else None)
+        thermostat(v, xi, T, p.gamma, p.dt, p.mass, out=v)
     elif p.gamma > 0:
-        v = v * math.exp(-p.gamma * p.dt)
+        v.mul_(math.exp(-p.gamma * p.dt))
     return replace(state, Q=Q, v=v, F=F, n=n, step=state.step + 1, mu=mu)
 
 

@@ -43,7 +43,7 @@ def draw_seed(key: int, stream: int, step: int = 0) -> int:
     return x & ((1 << 63) - 1)
 
 
-def normal(keys, stream: int, step: int, shape, device="cpu", dtype=None):
+def normal(keys, stream: int, step: int, shape, device="cpu", dtype=None, out=None):
     """Standard normal draws, one independent block per run key.
 
     Parameters
@@ -54,6 +54,8 @@ def normal(keys, stream: int, step: int, shape, device="cpu", dtype=None):
         Which draw of each run.
     shape : tuple
         Shape of one run's block, e.g. (L, L).
+    out : torch.Tensor, optional
+        Buffer of shape (R, *shape) to draw into (reused by the Langevin loop).
 
     Returns
     -------
@@ -62,7 +64,9 @@ def normal(keys, stream: int, step: int, shape, device="cpu", dtype=None):
     import torch
 
     dtype = dtype or torch.float64
-    out = torch.empty((len(keys), *shape), device=device, dtype=dtype)
+    full = (len(keys), *shape)
+    if out is None or tuple(out.shape) != full or out.dtype != dtype:
+        out = torch.empty(full, device=device, dtype=dtype)
     gen = torch.Generator(device=device)
     for r, key in enumerate(keys):
         gen.manual_seed(draw_seed(key, stream, step))

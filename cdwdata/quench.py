@@ -280,9 +280,13 @@ def _torch_dtype(name: str):
 
 def _state_arrays(state) -> dict[str, np.ndarray]:
     """Host (float64) copies of the state: the only device -> host transfer, once per frame."""
-    out = {schema.Q: state.Q.double().cpu().numpy(), schema.V: state.v.double().cpu().numpy(),
-           schema.FORCE: state.F.double().cpu().numpy(),
-           schema.N: state.n.double().cpu().numpy()}
+    import torch
+
+    def host(t):  # a copy: the Langevin loop updates Q and v in place
+        return t.detach().to("cpu", torch.float64, copy=True).numpy()
+
+    out = {schema.Q: host(state.Q), schema.V: host(state.v), schema.FORCE: host(state.F),
+           schema.N: host(state.n)}
     if state.mu is not None:
         out[schema.MU] = state.mu.double().cpu().numpy().reshape(-1)
     return out
@@ -318,19 +322,20 @@ def _check_finite(arrays: dict[str, np.ndarray], runs: Sequence[int], step: int,
             )
 
 
-def _advance(state, ff, T: float, params: HolsteinParams, runs: Sequence[int]):
-    """One Langevin step; a force-field failure on a diverged state becomes BlowUpError."""
+def _advance(state, ff, T: float, params: HolsteinParams, runs: Sequence[int], noise_buffer):
+    """One Langevin step, in place (Q, v and ``noise_buffer`` are reused); a force-field
+    failure on a diverged state becomes BlowUpError."""
     import torch
 
     from cdwdata import dynamics
 
     try:
-        return dynamics.step(state, ff, T, params)
+        return dynamics.step(state, ff, T, params, inplace=True, noise_buffer=noise_buffer)
     except BlowUpError:
         raise
     except (ArithmeticError, ValueError, RuntimeError, np.linalg.LinAlgError) as err:
-        Q = dynamics.drift(state.Q, state.v, state.F, params.dt, params.mass)
-        if bool(torch.isfinite(Q).all()) and bool(torch.isfinite(state.v).all()):
+        # the drift has updated state.Q in place before the force field failed
+        if bool(torch.isfinite(state.Q).all()) and bool(torch.isfinite(state.v).all()):
             raise
         raise BlowUpError(
             f"the integration blew up after step {state.step} in run(s) {list(runs)} "
@@ -542,9 +547,10 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
                         Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
                         step=frame * config.save_every, keys=tuple(keys),
                         mu=_stored_mu(writer, it, jf, group, frame, config.device))
+                xi = torch.empty_like(state.Q)
                 while frame + 1 < n_frames:
                     for _ in range(config.save_every):
-                        state = _advance(state, ff, T, config.params, group)
+                        state = _advance(state, ff, T, config.params, group, xi)
                     frame += 1
                     arrays = _state_arrays(state)
                     _check_finite(arrays, group, state.step, **check)

@@ -312,6 +312,26 @@ def test_same_keys_give_bit_identical_trajectories(which):
     assert _same_state(a, b)
 
 
+@pytest.mark.parametrize("which", sorted(SETUPS))
+def test_in_place_steps_equal_functional_steps(which):
+    """The quench loop's in-place steps (Q, v and the noise buffer reused) give the bits of
+    the functional steps, and leave no alias to an earlier state behind."""
+    make, L, n_steps = SETUPS[which]
+    p, ff = make()
+    keys = _keys(2)
+    ref = dyn.run(_start(ff, keys, L, p, T_init=1.0), ff, 0.3, p, n_steps)
+    state = _start(ff, keys, L, p, T_init=1.0)
+    Q0 = state.Q.clone()
+    first = state
+    buf = torch.empty_like(state.Q)
+    Q_id, v_id = state.Q.data_ptr(), state.v.data_ptr()
+    for _ in range(n_steps):
+        state = dyn.step(state, ff, 0.3, p, inplace=True, noise_buffer=buf)
+    assert _same_state(state, ref)
+    assert state.Q.data_ptr() == Q_id and state.v.data_ptr() == v_id
+    assert not torch.equal(first.Q, Q0)  # the owner's tensors were updated, not copied
+
+
 def test_different_keys_give_different_trajectories():
     p, ff = _harmonic_setup()
     a = dyn.run(_start(ff, _keys(1, seed=1), 6, p), ff, 0.3, p, 20)
