@@ -7,7 +7,7 @@ S(k), ``q`` for S(q), ``step`` and ``run`` for time series); all other dimension
 :func:`xarray.apply_ufunc` with ``dask="parallelized"``, so dask-backed input stays lazy
 (the transformed dimensions are first rechunked into a single chunk).
 
-Conventions (CONTRACT.md section 1, paper section IV):
+Conventions (docs/conventions.md, paper section IV):
 
 * Site ``(x, y)`` is the *position* along the ``x`` and ``y`` dimensions (0 .. L-1); its
   sublattice sign is ``(-1)**(x + y)``; the lattice is periodic.
@@ -35,6 +35,7 @@ import xarray as xr
 
 from cdwdata import schema
 from cdwdata.errors import InputError
+from cdwdata.params import Lattice, staggered_sign
 
 # --- analysis-only names (not stored by the simulation pipeline) -------------------------------
 COUNT = "count"  # number of lattice vectors in a radial shell, coordinate along q or r
@@ -113,11 +114,6 @@ def _single_chunk(da: xr.DataArray, dims: Sequence[Hashable]) -> xr.DataArray:
     return da
 
 
-def _sign(nx: int, ny: int) -> np.ndarray:
-    x, y = np.indices((nx, ny))
-    return np.where((x + y) % 2 == 0, 1.0, -1.0)
-
-
 def _wrap(k: np.ndarray) -> np.ndarray:
     """Wrap momenta into [-pi, pi)."""
     return (np.asarray(k, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
@@ -182,8 +178,7 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 # --- real-space fields ------------------------------------------------------------------------
 def _phi_kernel(n: np.ndarray) -> np.ndarray:
-    nn = np.roll(n, 1, -2) + np.roll(n, -1, -2) + np.roll(n, 1, -1) + np.roll(n, -1, -1)
-    return (n - 0.25 * nn) * _sign(n.shape[-2], n.shape[-1])
+    return (n - 0.25 * Lattice.neighbor_sum(n)) * staggered_sign(n.shape[-2], n.shape[-1])
 
 
 def order_parameter(n: xr.DataArray) -> xr.DataArray:

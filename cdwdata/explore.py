@@ -290,11 +290,8 @@ def demo_store(path, L: int = 12, steps: int = 160, save_every: int = 4, runs: i
         if done is not None and int(done.min()) == ds.sizes[schema.STEP]:
             return str(path)
         overwrite = True
-    try:
-        from cdwdata.ensemble import blas_threads
-    except ImportError:  # pragma: no cover - older ensemble module
-        def blas_threads(n=None):
-            return None
+    from cdwdata.ensemble import blas_threads
+
     old = blas_threads(1)
     try:
         return run_quench(config, path, overwrite=overwrite, progress=False,

@@ -26,8 +26,10 @@ Two targets (what the MLP output stands for):
     precision on the electrons. ``k`` and ``kappa`` are a buffer of the model (saved with the
     weights) and must equal the model card's HolsteinParams.
 
-Architecture (paper appendix B): ``N_FEATURES x 512 x 256 x 64 x 16 x 1`` with ReLU, i.e.
-``45 x 512 x 256 x 64 x 16 x 1`` for the default cutoff ``r_c = sqrt(13)``.
+Architecture (paper appendix B): ``N_FEATURES x 512 x 256 x 64 x 16 x 1``, i.e.
+``45 x 512 x 256 x 64 x 16 x 1`` for the default cutoff ``r_c = sqrt(13)``; the hidden layers
+use ReLU (the paper's) in kind "force" models and SiLU in kind "energy" models (see
+``ACTIVATIONS``). The grand-canonical density model is :mod:`cdwdata.ml.gcmodel`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
+from cdwdata.params import HolsteinParams, elastic_force, elastic_site_energy
 
 #: Hidden layer widths of the paper's network (appendix B).
 HIDDEN: tuple[int, ...] = (512, 256, 64, 16)
@@ -161,8 +164,6 @@ class ForceModel(nn.Module):
         self.mlp = MLP(layer_sizes(self.n_features, hidden), self.activation)
         self.target = target
         if target == "electronic":
-            from cdwdata.params import HolsteinParams
-
             p = params or HolsteinParams()
             self.register_buffer("elastic", torch.tensor([p.k, p.kappa], dtype=torch.float64))
 
@@ -183,20 +184,14 @@ class ForceModel(nn.Module):
         """``-k Q_i - kappa sum_{j nn i} Q_j`` for target "electronic", zero for "total"."""
         if self.target == "total":
             return torch.zeros_like(Q)
-        from cdwdata.params import Lattice
-
-        k, kappa = self.elastic.to(Q.dtype)
-        return -k * Q - kappa * Lattice.neighbor_sum(Q)
+        return elastic_force(Q, *self.elastic.to(Q.dtype))
 
     def elastic_site_energy(self, Q: torch.Tensor) -> torch.Tensor:
         """``k Q_i^2 / 2 + kappa Q_i sum_{j nn i} Q_j / 2`` (its gradient is minus
         :meth:`elastic_force`); zero for target "total"."""
         if self.target == "total":
             return torch.zeros_like(Q)
-        from cdwdata.params import Lattice
-
-        k, kappa = self.elastic.to(Q.dtype)
-        return 0.5 * Q * (k * Q + kappa * Lattice.neighbor_sum(Q))
+        return elastic_site_energy(Q, *self.elastic.to(Q.dtype))
 
     # --- the pieces ----------------------------------------------------------------------
     def features(self, Q: torch.Tensor) -> torch.Tensor:

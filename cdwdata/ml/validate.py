@@ -61,16 +61,14 @@ def select_test(ff, td: TrainData, all_quench: bool = False) -> tuple[np.ndarray
 
 
 def _predict(ff, Q: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Forces of ``ff`` and the densities they imply
+    (:meth:`~cdwdata.params.HolsteinParams.density_from_force` with the model's parameters
+    and filling), ``Q (S, L, L)`` -> two float64 arrays of that shape."""
     F, n = [], []
     for i in range(0, len(Q), chunk):
         Fi = ff.forces(Q[i:i + chunk])
         F.append(Fi)
-        if ff.params.g != 0:
-            from cdwdata.ed import elastic_force
-
-            n.append((Fi - elastic_force(Q[i:i + chunk], ff.params)) / ff.params.g + 0.5)
-        else:
-            n.append(np.full_like(Fi, ff.f))
+        n.append(ff.params.density_from_force(Fi, Q[i:i + chunk], ff.f))
     return np.concatenate(F), np.concatenate(n)
 
 
