@@ -166,6 +166,14 @@ def elastic_site_energy(Q, k, kappa):
     return 0.5 * Q * (k * Q + kappa * Lattice.neighbor_sum(Q))
 
 
+def check_choice(name: str, value: Any, choices) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ParameterError listing them."""
+    if value not in tuple(choices):
+        raise ParameterError(f"{name}={value!r} is not allowed: use one of "
+                             f"{', '.join(map(repr, choices))}")
+    return value
+
+
 def check_temperature(T: Any) -> float:
     """Return T as float, or raise ParameterError unless T is finite and >= 0."""
     T = _finite("T", T)

@@ -40,14 +40,11 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
-from cdwdata.params import HolsteinParams, elastic_force, elastic_site_energy
+from cdwdata.ml.options import KINDS, TARGETS
+from cdwdata.params import HolsteinParams, check_choice, elastic_force, elastic_site_energy
 
 #: Hidden layer widths of the paper's network (appendix B).
 HIDDEN: tuple[int, ...] = (512, 256, 64, 16)
-#: The two kinds of model.
-KINDS = ("force", "energy")
-#: What the network output stands for (see the module docstring).
-TARGETS = ("total", "electronic")
 #: Prefix of the state-dict keys that are NOT saved (the descriptor is code, not weights).
 _DESCRIPTOR_PREFIX = "descriptor."
 
@@ -143,10 +140,8 @@ class ForceModel(nn.Module):
     def __init__(self, kind: str = "force", hidden: Sequence[int] = HIDDEN,
                  n_features: int | None = None, target: str = "total", params=None) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
-        if target not in TARGETS:
-            raise ModelError(f"target={target!r} is not a model target: use one of {TARGETS}")
+        check_choice("kind", kind, KINDS)
+        check_choice("target", target, TARGETS)
         desc = _descriptor()
         if n_features is not None and int(n_features) != desc.N_FEATURES:
             raise ModelError(

@@ -22,7 +22,8 @@ import numpy as np
 from cdwdata._version import __version__
 from cdwdata.errors import InputError, ModelError
 from cdwdata.ml import modelfile
-from cdwdata.ml.train import TrainData, errors, load_trainset, sigma_fit
+from cdwdata.ml.data import TrainData, load_trainset
+from cdwdata.ml.metrics import errors, errors_by_step, sigma_fit
 
 #: Points drawn in a parity plot at most (a random, seeded subset beyond that).
 MAX_SCATTER = 200_000
@@ -107,26 +108,6 @@ def _by_store(F_ml: np.ndarray, td: TrainData, pos: np.ndarray) -> list[dict[str
             entry.update(errors_by_step(F_ml[mine], td.F[p], td.step[p], td.source[p]))
         out.append(entry)
     return out
-
-
-def errors_by_step(F_ml: np.ndarray, F_ex: np.ndarray, step: np.ndarray,
-                   source: np.ndarray) -> dict[str, Any]:
-    """Force RMSE of the quench snapshots per Langevin step, and over the last third.
-
-    After a hot start (temperature 5) the lattice cools towards T at the damping rate, so
-    the first steps of a quench are a hot transient and the last third is closest to the
-    coarsening regime the ML dynamics is used for; both are reported.
-    """
-    q = (source == "quench") & (step >= 0)  # step -1: a snapshot of unknown time
-    if not q.any():
-        return {}
-    steps = np.unique(step[q])
-    d2 = (F_ml - F_ex) ** 2
-    by_step = [{"step": int(s), "rmse": float(np.sqrt(d2[q & (step == s)].mean()))}
-               for s in steps]
-    late = q & (step >= steps.max() * 2 / 3)
-    return {"force_by_step": by_step, "late_steps": [int(step[late].min()), int(steps.max())],
-            "force_late": errors(F_ml[late], F_ex[late])}
 
 
 def _plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,
