@@ -55,6 +55,14 @@ UPPER = "upper"  # upper envelope of C(r): same-sublattice shells
 LOWER = "lower"  # lower envelope of C(r): opposite-sublattice shells
 WALL = "wall_density"  # fraction of nearest-neighbour bonds crossed by a domain wall
 
+# --- defaults of the fits: cdw analyze, the explorer, the figures and the notebooks use these --
+#: Intermediate-q Porod window in units of ``q L(t)`` (paper: ``S ~ q**-3`` there).
+POROD_QL: tuple[float, float] = (2.0, 6.0)
+#: Large-q window in units of 1/lattice spacing (paper: about ``q**-2`` there).
+LARGE_Q: tuple[float, float] = (1.0, 2.2)
+#: Fewest points (shells or times) a log-log fit accepts.
+MIN_FIT_POINTS = 3
+
 _LOCAL_ATTRS: dict[str, tuple[str, str]] = {
     COUNT: ("1", "number of lattice vectors in the shell"),
     PARITY: ("1", "sublattice parity (dx + dy) mod 2 of the shell"),
@@ -80,6 +88,7 @@ __all__ = [
     "domain_size",
     "ensemble_mean",
     "growth_exponent",
+    "growth_window",
     "interface_density",
     "order_parameter",
     "porod_slope",
@@ -673,7 +682,9 @@ def porod_slope(
     Sq : DataArray, dims (..., q)
         Output of :func:`radial_structure_factor`.
     q_range : (q_min, q_max)
-        Inclusive window in units of 1/lattice spacing (q_min > 0); at least 3 shells.
+        Inclusive window in units of 1/lattice spacing (q_min > 0); at least
+        ``MIN_FIT_POINTS`` shells. The defaults of ``cdw analyze`` are :data:`POROD_QL`
+        (in units of ``q L``) and :data:`LARGE_Q`.
         To fit in ``q L`` units, divide the window by L.
 
     Returns
@@ -686,9 +697,10 @@ def porod_slope(
     q = np.asarray(Sq[schema.QR].values, dtype=np.float64)
     q_lo, q_hi = map(float, q_range)
     sel = (q >= q_lo) & (q <= q_hi) & (q > 0)
-    if sel.sum() < 3:
+    if sel.sum() < MIN_FIT_POINTS:
         raise InputError(
-            f"porod_slope: q_range={q_range} holds {int(sel.sum())} shells with q > 0; need >= 3"
+            f"porod_slope: q_range={q_range} holds {int(sel.sum())} shells with q > 0; need "
+            f">= {MIN_FIT_POINTS}"
         )
     with np.errstate(divide="ignore"):
         logq = np.log(q)
@@ -729,6 +741,35 @@ def _growth_kernel(L: np.ndarray, logt: np.ndarray, sel: np.ndarray, n_boot: int
     return alpha, err, np.exp(intercept)
 
 
+def growth_window(t) -> tuple[float, float]:
+    """The default fit window of the growth exponent for a run with stored times ``t``.
+
+    The last decade of the run, ``(t_end / 10, t_end)``; when that holds fewer than
+    ``MIN_FIT_POINTS`` times ``t > 0`` (a short run), every stored time after ``t = 0``.
+    ``cdw analyze``, the explorer and the notebooks all fit over this window, so one store
+    gives one alpha.
+
+    Parameters
+    ----------
+    t : array_like
+        Stored times (any order; ``t <= 0`` are ignored).
+
+    Returns
+    -------
+    (t_min, t_max) in the units of ``t``.
+    """
+    t = np.asarray(t, dtype=np.float64).ravel()
+    t_pos = np.sort(t[t > 0])
+    if t_pos.size == 0:
+        raise InputError("growth_window: no stored time t > 0 to fit")
+    t_end = float(t_pos[-1])
+    lo, hi = t_end / 10.0, t_end
+    inside = int(((t_pos >= lo) & (t_pos <= hi)).sum())
+    if inside < MIN_FIT_POINTS <= t_pos.size:
+        return float(t_pos[0]), t_end  # short run: fit every frame after t = 0
+    return lo, hi
+
+
 def growth_exponent(
     L: xr.DataArray,
     window: tuple[float, float],
@@ -752,7 +793,8 @@ def growth_exponent(
     L : DataArray, dims (..., [run], step)
         Domain sizes (lattice spacings).
     window : (t_min, t_max)
-        Late-time fit window in the units of ``t`` (needs t_min > 0, >= 3 points).
+        Late-time fit window in the units of ``t`` (needs t_min > 0 and at least
+        ``MIN_FIT_POINTS`` times); the default everywhere is :func:`growth_window`.
     dim : str
         Ensemble dimension (default ``run``).
     n_boot : int
@@ -776,9 +818,10 @@ def growth_exponent(
     t = _time_axis(L, time_dim)
     t_lo, t_hi = map(float, window)
     sel = (t >= t_lo) & (t <= t_hi) & (t > 0)
-    if sel.sum() < 3:
+    if sel.sum() < MIN_FIT_POINTS:
         raise InputError(
-            f"growth_exponent: window={window} holds {int(sel.sum())} times t > 0; need >= 3"
+            f"growth_exponent: window={window} holds {int(sel.sum())} times t > 0; need "
+            f">= {MIN_FIT_POINTS}"
         )
     with np.errstate(divide="ignore"):
         logt = np.log(np.where(t > 0, t, np.nan))

@@ -134,12 +134,14 @@ class Explorer:
         return np.asarray(da[schema.STEP].values, dtype=float)
 
     def default_window(self, T: float, f: float) -> tuple[float, float]:
-        """Late-time half (in log t) of the stored times: the default fit window."""
+        """The default fit window of ``cdw analyze`` (:func:`cdwdata.analysis.growth_window`:
+        the last decade of the run), so that the explorer shows the same alpha."""
+        from cdwdata import analysis
+
         t = self.cell(T, f)["t"]
         if t.size == 0:
             return (0.0, 0.0)
-        lo = float(np.exp(0.5 * (np.log(t[0]) + np.log(t[-1]))))
-        return (float(t[t >= lo][0]) if np.any(t >= lo) else float(t[0]), float(t[-1]))
+        return analysis.growth_window(t)
 
     # -- plots ---------------------------------------------------------------------------------
     def image(self, name: str, T: float, f: float, run: int, step: int):
@@ -172,17 +174,17 @@ class Explorer:
         title = f"L(t)  T={T:g} f={f:g}"
         window = window or self.default_window(T, f)
         sel = (t >= window[0]) & (t <= window[1])
-        if sel.sum() >= 3:
-            fit = analysis.growth_exponent(L, window=tuple(window), n_boot=100)
+        if sel.sum() >= analysis.MIN_FIT_POINTS:
+            fit = analysis.growth_exponent(L, window=tuple(window))
             a, da_, A = (float(fit[k]) for k in (analysis.ALPHA, analysis.ALPHA_ERR,
                                                   analysis.PREFACTOR))
             tf = t[sel]
             curves.append(hv.Curve((tf, A * tf**a), "t", "L",
                                    label=f"fit alpha={a:.3f}±{da_:.3f}").opts(
                 color="crimson", line_dash="dashed", line_width=2))
-            title += f"  alpha={a:.3f}±{da_:.3f}"
+            title += f"  alpha={a:.3f}±{da_:.3f} over t={window[0]:.3g}..{window[1]:.3g}"
         else:
-            title += "  (window holds < 3 frames: no fit)"
+            title += f"  (window holds < {analysis.MIN_FIT_POINTS} frames: no fit)"
         return hv.Overlay(curves).opts(logx=True, logy=True, title=title, frame_width=320,
                                        frame_height=240, legend_position="right")
 

@@ -492,7 +492,7 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
     all_steps = np.asarray(sf[schema.STEP].values)
     steps = _check_steps(sf, steps, "the store") if steps is not None else \
         _geometric_steps(all_steps, n_curves)
-    porod_win = tuple(sf.attrs.get("porod_qL_window", (2.0, 6.0)))
+    porod_win = tuple(sf.attrs.get("porod_qL_window", analysis.POROD_QL))
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
