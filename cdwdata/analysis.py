@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from cdwdata import schema
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 from cdwdata.params import Lattice, staggered_sign
 
 # --- analysis-only names (not stored by the simulation pipeline) -------------------------------
@@ -365,7 +365,7 @@ def radial_structure_factor(
     elif binning == "exact":
         key = np.rint((qabs * scale) ** 2).astype(np.int64)
     else:
-        raise InputError(f"binning={binning!r} is not allowed: use 'width' or 'exact'")
+        raise ParameterError(f"binning={binning!r} is not allowed: use 'width' or 'exact'")
     values, shell = np.unique(key, return_inverse=True)
     shell = shell.reshape(key.shape)
     nshell = values.size
@@ -814,7 +814,7 @@ def growth_exponent(
     """
     _require_dims(L, (time_dim,), "growth_exponent(L)")
     if mean not in ("arithmetic", "harmonic"):
-        raise InputError(f"mean={mean!r} is not allowed: use 'arithmetic' or 'harmonic'")
+        raise ParameterError(f"mean={mean!r} is not allowed: use 'arithmetic' or 'harmonic'")
     t = _time_axis(L, time_dim)
     t_lo, t_hi = map(float, window)
     sel = (t >= t_lo) & (t <= t_hi) & (t > 0)

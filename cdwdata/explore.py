@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cdwdata import schema
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 
 #: Fields the image view can show, in order of preference.
 FIELDS = (schema.PHI, schema.N, schema.Q)
@@ -319,7 +319,7 @@ def serve(path, port: int = 5006, show: bool = False, threaded: bool = False,
     import panel as pn
 
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise InputError(f"port={port!r} is not allowed: use an integer in 1..65535")
+        raise ParameterError(f"port={port!r} is not allowed: use an integer in 1..65535")
     explorer = Explorer(path)
     origins = [f"{LOOPBACK}:{port}", f"localhost:{port}"]
     if verbose:

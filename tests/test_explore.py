@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cdwdata import explore
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -142,7 +142,7 @@ def test_bad_input(store, tmp_path):
         explore.Explorer(xr.Dataset({"a": ("x", np.zeros(3))}))
     with pytest.raises(InputError, match="store path or an xarray.Dataset"):
         explore.Explorer(42)
-    with pytest.raises(InputError, match="port"):
+    with pytest.raises(ParameterError, match="port"):
         explore.serve(store, port=0)
     from cdwdata.cli import main
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cdwdata import schema
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 from cdwdata.ml import modelfile
 from cdwdata.params import HolsteinParams, check_filling
 
@@ -216,7 +216,7 @@ def split_samples(source: np.ndarray, run: np.ndarray, seed: int = 0,
     (``"run"`` or ``"snapshot"``).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1):
-        raise InputError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each "
+        raise ParameterError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each "
                          "must be in [0, 1)")
     rng = np.random.default_rng(seed)
     S = len(source)
