@@ -17,7 +17,7 @@ from cdwdata.params import check_filling, check_size, check_temperature, stagger
 
 # --------------------------------------------------------------------------- HolsteinParams
 
-#: The defaults table of CONTRACT.md section 1, typed in by hand.
+#: The defaults table of docs/conventions.md, typed in by hand.
 CONTRACT_DEFAULTS = {
     "t": 1.0,
     "g": 3.5,
