@@ -2,7 +2,8 @@
 
 At a fixed chemical potential and temperature the local density is a local function of the
 lattice around a site (docs/conventions.md, "What is local and what is global"); the filling
-is one global equation for mu. One diagonalisation gives the exact densities of a configuration at *every* (mu, T):
+is one global equation for mu. One diagonalisation gives the exact densities of a
+configuration at *every* (mu, T):
 
     n_i(mu, T) = sum_m |psi_m(i)|^2 f_FD((eps_m - mu) / T)
 
