@@ -124,6 +124,21 @@ def test_growth_window_is_the_last_decade_or_every_frame_of_a_short_run():
         analysis.growth_window([0.0])
 
 
+def test_log_ticks_do_not_crowd_a_short_axis():
+    assert [t for t, _ in explore.log_ticks([0.8, 3.0, 8.0])] == [1.0, 2.0, 5.0]
+    assert [t for t, _ in explore.log_ticks(np.linspace(0.394, 0.552, 7))] == [0.4, 0.5]
+    assert explore.log_ticks([0.42, 0.43]) == [(0.42, "0.42"), (0.43, "0.43")]
+    assert [label for _, label in explore.log_ticks([1.0, 1000.0])] == [
+        "1", "2", "5", "10", "20", "50", "100", "200", "500", "1e+03"]
+    assert explore.log_ticks([0.0, -1.0, np.nan]) == []
+
+
+def test_sidebar_widgets_fit_the_sidebar(store):
+    ex = explore.Explorer(store)
+    for widget in ex.widgets().values():
+        assert widget.sizing_mode == "stretch_width"
+
+
 def test_dataset_input_without_ensemble_dims(store):
     from cdwdata.store import open_dataset
 
