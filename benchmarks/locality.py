@@ -45,7 +45,7 @@ def splice_test(qa: np.ndarray, qb: np.ndarray, T: float, f: float, params: Hols
     """Force and mu changes at ``sites`` when the exterior of each site is taken from qb.
 
     With ``fixed_mu`` the spliced configuration is also evaluated at snapshot A's own chemical
-    potential (same diagonalisation): the grand-canonical locality of CONTRACT.md section 1.
+    potential (same diagonalisation): the grand-canonical locality of docs/conventions.md.
     """
     L = qa.shape[-1]
     x, y = np.indices((L, L))

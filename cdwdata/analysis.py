@@ -7,7 +7,7 @@ S(k), ``q`` for S(q), ``step`` and ``run`` for time series); all other dimension
 :func:`xarray.apply_ufunc` with ``dask="parallelized"``, so dask-backed input stays lazy
 (the transformed dimensions are first rechunked into a single chunk).
 
-Conventions (CONTRACT.md section 1, paper section IV):
+Conventions (docs/conventions.md, paper section IV):
 
 * Site ``(x, y)`` is the *position* along the ``x`` and ``y`` dimensions (0 .. L-1); its
   sublattice sign is ``(-1)**(x + y)``; the lattice is periodic.
@@ -34,7 +34,8 @@ import numpy as np
 import xarray as xr
 
 from cdwdata import schema
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
+from cdwdata.params import Lattice, staggered_sign
 
 # --- analysis-only names (not stored by the simulation pipeline) -------------------------------
 COUNT = "count"  # number of lattice vectors in a radial shell, coordinate along q or r
@@ -53,6 +54,14 @@ PREFACTOR = "prefactor"  # A in L(t) = A t**alpha
 UPPER = "upper"  # upper envelope of C(r): same-sublattice shells
 LOWER = "lower"  # lower envelope of C(r): opposite-sublattice shells
 WALL = "wall_density"  # fraction of nearest-neighbour bonds crossed by a domain wall
+
+# --- defaults of the fits: cdw analyze, the explorer, the figures and the notebooks use these --
+#: Intermediate-q Porod window in units of ``q L(t)`` (paper: ``S ~ q**-3`` there).
+POROD_QL: tuple[float, float] = (2.0, 6.0)
+#: Large-q window in units of 1/lattice spacing (paper: about ``q**-2`` there).
+LARGE_Q: tuple[float, float] = (1.0, 2.2)
+#: Fewest points (shells or times) a log-log fit accepts.
+MIN_FIT_POINTS = 3
 
 _LOCAL_ATTRS: dict[str, tuple[str, str]] = {
     COUNT: ("1", "number of lattice vectors in the shell"),
@@ -79,6 +88,7 @@ __all__ = [
     "domain_size",
     "ensemble_mean",
     "growth_exponent",
+    "growth_window",
     "interface_density",
     "order_parameter",
     "porod_slope",
@@ -111,11 +121,6 @@ def _single_chunk(da: xr.DataArray, dims: Sequence[Hashable]) -> xr.DataArray:
     if da.chunks is not None:
         return da.chunk({d: -1 for d in dims})
     return da
-
-
-def _sign(nx: int, ny: int) -> np.ndarray:
-    x, y = np.indices((nx, ny))
-    return np.where((x + y) % 2 == 0, 1.0, -1.0)
 
 
 def _wrap(k: np.ndarray) -> np.ndarray:
@@ -182,8 +187,7 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 # --- real-space fields ------------------------------------------------------------------------
 def _phi_kernel(n: np.ndarray) -> np.ndarray:
-    nn = np.roll(n, 1, -2) + np.roll(n, -1, -2) + np.roll(n, 1, -1) + np.roll(n, -1, -1)
-    return (n - 0.25 * nn) * _sign(n.shape[-2], n.shape[-1])
+    return (n - 0.25 * Lattice.neighbor_sum(n)) * staggered_sign(n.shape[-2], n.shape[-1])
 
 
 def order_parameter(n: xr.DataArray) -> xr.DataArray:
@@ -361,7 +365,7 @@ def radial_structure_factor(
     elif binning == "exact":
         key = np.rint((qabs * scale) ** 2).astype(np.int64)
     else:
-        raise InputError(f"binning={binning!r} is not allowed: use 'width' or 'exact'")
+        raise ParameterError(f"binning={binning!r} is not allowed: use 'width' or 'exact'")
     values, shell = np.unique(key, return_inverse=True)
     shell = shell.reshape(key.shape)
     nshell = values.size
@@ -678,7 +682,9 @@ def porod_slope(
     Sq : DataArray, dims (..., q)
         Output of :func:`radial_structure_factor`.
     q_range : (q_min, q_max)
-        Inclusive window in units of 1/lattice spacing (q_min > 0); at least 3 shells.
+        Inclusive window in units of 1/lattice spacing (q_min > 0); at least
+        ``MIN_FIT_POINTS`` shells. The defaults of ``cdw analyze`` are :data:`POROD_QL`
+        (in units of ``q L``) and :data:`LARGE_Q`.
         To fit in ``q L`` units, divide the window by L.
 
     Returns
@@ -691,9 +697,10 @@ def porod_slope(
     q = np.asarray(Sq[schema.QR].values, dtype=np.float64)
     q_lo, q_hi = map(float, q_range)
     sel = (q >= q_lo) & (q <= q_hi) & (q > 0)
-    if sel.sum() < 3:
+    if sel.sum() < MIN_FIT_POINTS:
         raise InputError(
-            f"porod_slope: q_range={q_range} holds {int(sel.sum())} shells with q > 0; need >= 3"
+            f"porod_slope: q_range={q_range} holds {int(sel.sum())} shells with q > 0; need "
+            f">= {MIN_FIT_POINTS}"
         )
     with np.errstate(divide="ignore"):
         logq = np.log(q)
@@ -734,6 +741,35 @@ def _growth_kernel(L: np.ndarray, logt: np.ndarray, sel: np.ndarray, n_boot: int
     return alpha, err, np.exp(intercept)
 
 
+def growth_window(t) -> tuple[float, float]:
+    """The default fit window of the growth exponent for a run with stored times ``t``.
+
+    The last decade of the run, ``(t_end / 10, t_end)``; when that holds fewer than
+    ``MIN_FIT_POINTS`` times ``t > 0`` (a short run), every stored time after ``t = 0``.
+    ``cdw analyze``, the explorer and the notebooks all fit over this window, so one store
+    gives one alpha.
+
+    Parameters
+    ----------
+    t : array_like
+        Stored times (any order; ``t <= 0`` are ignored).
+
+    Returns
+    -------
+    (t_min, t_max) in the units of ``t``.
+    """
+    t = np.asarray(t, dtype=np.float64).ravel()
+    t_pos = np.sort(t[t > 0])
+    if t_pos.size == 0:
+        raise InputError("growth_window: no stored time t > 0 to fit")
+    t_end = float(t_pos[-1])
+    lo, hi = t_end / 10.0, t_end
+    inside = int(((t_pos >= lo) & (t_pos <= hi)).sum())
+    if inside < MIN_FIT_POINTS <= t_pos.size:
+        return float(t_pos[0]), t_end  # short run: fit every frame after t = 0
+    return lo, hi
+
+
 def growth_exponent(
     L: xr.DataArray,
     window: tuple[float, float],
@@ -757,7 +793,8 @@ def growth_exponent(
     L : DataArray, dims (..., [run], step)
         Domain sizes (lattice spacings).
     window : (t_min, t_max)
-        Late-time fit window in the units of ``t`` (needs t_min > 0, >= 3 points).
+        Late-time fit window in the units of ``t`` (needs t_min > 0 and at least
+        ``MIN_FIT_POINTS`` times); the default everywhere is :func:`growth_window`.
     dim : str
         Ensemble dimension (default ``run``).
     n_boot : int
@@ -777,13 +814,14 @@ def growth_exponent(
     """
     _require_dims(L, (time_dim,), "growth_exponent(L)")
     if mean not in ("arithmetic", "harmonic"):
-        raise InputError(f"mean={mean!r} is not allowed: use 'arithmetic' or 'harmonic'")
+        raise ParameterError(f"mean={mean!r} is not allowed: use 'arithmetic' or 'harmonic'")
     t = _time_axis(L, time_dim)
     t_lo, t_hi = map(float, window)
     sel = (t >= t_lo) & (t <= t_hi) & (t > 0)
-    if sel.sum() < 3:
+    if sel.sum() < MIN_FIT_POINTS:
         raise InputError(
-            f"growth_exponent: window={window} holds {int(sel.sum())} times t > 0; need >= 3"
+            f"growth_exponent: window={window} holds {int(sel.sum())} times t > 0; need "
+            f">= {MIN_FIT_POINTS}"
         )
     with np.errstate(divide="ignore"):
         logt = np.log(np.where(t > 0, t, np.nan))

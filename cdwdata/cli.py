@@ -2,8 +2,10 @@
 
 Each subcommand lives in ``cdwdata/commands/<name>.py`` with ``configure(parser)`` and
 ``run(args) -> int``; only the chosen one is imported, so ``cdw --help`` is fast. Errors that
-cdwdata raises on purpose print one line and exit with code 2 (``--debug`` shows the
-traceback).
+cdwdata raises on purpose (:class:`cdwdata.errors.CdwError`) and operating-system errors (a
+missing file, a full disk) print one line and exit with code 2 (``--debug`` shows the
+traceback). Anything else, e.g. a bare ValueError from inside numpy, is a bug: it keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"cdwdata.commands.{COMMANDS[args.command][0]}")
     try:
         return int(module.run(args) or 0)
-    except (CdwError, ValueError, FileNotFoundError, PermissionError, OSError) as err:
+    except (CdwError, OSError) as err:  # mistakes of input and environment, not bugs
         if args.debug:
             raise
         print(f"cdw {args.command}: error: {error_message(err, args)}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Exact diagonalisation (ED) of the electron Hamiltonian of the Holstein model.
 
 Single-particle matrix: ``-t`` on nearest-neighbour bonds, ``-g Q_i`` on the diagonal
-(CONTRACT.md section 1). Electrons are in quasi-equilibrium at temperature ``T`` with the
+(docs/conventions.md). Electrons are in quasi-equilibrium at temperature ``T`` with the
 chemical potential fixed by the filling ``f``: ``sum_i n_i = f L**2``. At ``T = 0`` the lowest
 ``round(f L**2)`` levels are filled; a degenerate shell at the Fermi level is shared equally,
 which is the ``T -> 0`` limit of the Fermi-Dirac result and keeps ``n`` basis-independent.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 from cdwdata.params import (
     HolsteinParams,
     Lattice,
@@ -81,10 +81,6 @@ class _Numpy:
 
         return expit(x)
 
-    @staticmethod
-    def softplus(x):
-        return np.logaddexp(0.0, x)
-
     where = staticmethod(np.where)
     abs = staticmethod(np.abs)
 
@@ -115,9 +111,6 @@ class _Torch:
 
     def sigmoid(self, x):
         return self.torch.sigmoid(x)
-
-    def softplus(self, x):
-        return self.torch.nn.functional.softplus(x)
 
     def where(self, c, a, b):
         return self.torch.where(c, a, b)
@@ -170,7 +163,7 @@ def _prepare(Q, backend: str):
         Qt = torch.as_tensor(Q, dtype=torch.float64, device=device)
         to_np = lambda a: a.cpu().numpy()  # noqa: E731
         return _Torch(), Qt.reshape(-1, Q.shape[-1] ** 2), Q.shape[:-2], Q.shape[-1], to_np
-    raise ValueError(f"backend={backend!r} is not known: use 'numpy' or 'torch'")
+    raise ParameterError(f"backend={backend!r} is not known: use 'numpy' or 'torch'")
 
 
 def _chemical_potential(ops, eps, T: float, n_el: float):
@@ -212,9 +205,9 @@ def _occupations(ops, eps, T: float, f: float, N: int):
 
 
 def elastic_force(Q, params: HolsteinParams | None = None):
-    """Elastic force ``-k Q_i - kappa sum_{j nn i} Q_j`` (paper eq. 5), numpy or torch."""
-    p = params or HolsteinParams()
-    return -p.k * Q - p.kappa * Lattice.neighbor_sum(Q)
+    """Elastic force ``-k Q_i - kappa sum_{j nn i} Q_j`` (paper eq. 5), numpy or torch
+    (:meth:`HolsteinParams.elastic_force`)."""
+    return (params or HolsteinParams()).elastic_force(Q)
 
 
 def solve(Q, T: float, f: float, params: HolsteinParams | None = None, backend: str = "numpy",
@@ -251,7 +244,7 @@ def solve(Q, T: float, f: float, params: HolsteinParams | None = None, backend: 
     if eig_dtype == "float32" and ops is _Numpy:
         H = H.astype(np.float32)
     elif eig_dtype not in ("float32", "float64"):
-        raise ValueError(f"eig_dtype={eig_dtype!r}: use 'float32' or 'float64'")
+        raise ParameterError(f"eig_dtype={eig_dtype!r}: use 'float32' or 'float64'")
     eps, psi = ops.eigh(H)
     del H
     occ, mu = _occupations(ops, eps, T, f, N)
@@ -292,8 +285,7 @@ def free_energy(Q, T: float, f: float, params: HolsteinParams | None = None):
         electronic = -T * np.logaddexp(0.0, x).sum(-1) + res.mu * f * N
     else:
         electronic = (res.occ * res.eps).sum(-1)
-    bonds = (Q * (np.roll(Q, -1, -2) + np.roll(Q, -1, -1))).sum((-2, -1))
-    lattice = 0.5 * p.g * Q.sum((-2, -1)) + 0.5 * p.k * (Q * Q).sum((-2, -1)) + p.kappa * bonds
+    lattice = (0.5 * p.g * Q + p.elastic_site_energy(Q)).sum((-2, -1))
     return electronic + lattice
 
 

@@ -1,4 +1,9 @@
-"""Dask distribution of independent work: ED training samples and quench ensembles.
+"""Dask clusters and quench ensembles: the cluster every Dask job of cdwdata runs on.
+
+:func:`dask_client` starts (or connects to) the cluster that quench ensembles (here), ED
+training sets (:mod:`cdwdata.trainset`) and grand-canonical training sets
+(:mod:`cdwdata.gcdata`) farm their tasks out to; :func:`blas_threads` keeps numpy's BLAS at
+one thread where ED runs in-process; :func:`run_ensemble` runs the quench segments.
 
 A segment is a group of runs of one (T, f) cell of a trajectory store (one run per task on
 CPUs; several runs batched per task on a GPU). Segments never share a zarr chunk, so workers

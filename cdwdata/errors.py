@@ -8,11 +8,15 @@ class CdwError(Exception):
 
 
 class ParameterError(CdwError, ValueError):
-    """A physical or numerical parameter is outside its allowed range."""
+    """A parameter or option has a value it may not take: a physical or numerical parameter
+    outside its range, or a choice (kind, target, loss, schedule, dtype, ...) that is not
+    one of the allowed ones."""
 
 
 class InputError(CdwError, ValueError):
-    """An input array has the wrong shape, dtype or non-finite values."""
+    """Input data are unusable: an array of the wrong shape, dtype or with non-finite values,
+    a dataset without the variables or dimensions asked for, or inputs that do not fit
+    together."""
 
 
 class StoreError(CdwError, ValueError):

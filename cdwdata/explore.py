@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cdwdata import schema
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 
 #: Fields the image view can show, in order of preference.
 FIELDS = (schema.PHI, schema.N, schema.Q)
@@ -33,6 +33,37 @@ N_COLLAPSE_TIMES = 6
 _CMAPS = {schema.PHI: "RdBu_r", schema.N: "viridis", schema.Q: "RdBu_r"}
 _FRAME_DIMS = (schema.T, schema.F_FILL, schema.RUN, schema.STEP)
 LOOPBACK = "127.0.0.1"
+#: Width of the sidebar in pixels; its widgets stretch to it (and are not clipped).
+SIDEBAR_WIDTH = 280
+
+
+def log_ticks(values) -> list[tuple[float, str]]:
+    """Ticks ``(value, label)`` for a log axis over the positive ``values``: 1, 2 and 5 times
+    powers of ten (every mantissa 1..9 when that gives fewer than two, the ends of the range
+    when even that does), so that labels on a short log axis do not run together."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return []
+    lo, hi = float(v.min()), float(v.max())
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [float(f"{m * 10.0**k:.12g}") for k in decades for m in mantissas]
+        ticks = [t for t in ticks if lo <= t <= hi]
+        if len(ticks) >= 2:
+            break
+    else:
+        ticks = sorted({lo, hi, *ticks})
+    return [(t, f"{t:.3g}") for t in ticks]
+
+
+def _holoviews():
+    """holoviews with its bokeh backend loaded (options can only be set once one is)."""
+    import holoviews as hv
+
+    if "bokeh" not in hv.Store.renderers:
+        hv.extension("bokeh", logo=False)
+    return hv
 
 
 def _open(store_or_dataset):
@@ -134,12 +165,14 @@ class Explorer:
         return np.asarray(da[schema.STEP].values, dtype=float)
 
     def default_window(self, T: float, f: float) -> tuple[float, float]:
-        """Late-time half (in log t) of the stored times: the default fit window."""
+        """The default fit window of ``cdw analyze`` (:func:`cdwdata.analysis.growth_window`:
+        the last decade of the run), so that the explorer shows the same alpha."""
+        from cdwdata import analysis
+
         t = self.cell(T, f)["t"]
         if t.size == 0:
             return (0.0, 0.0)
-        lo = float(np.exp(0.5 * (np.log(t[0]) + np.log(t[-1]))))
-        return (float(t[t >= lo][0]) if np.any(t >= lo) else float(t[0]), float(t[-1]))
+        return analysis.growth_window(t)
 
     # -- plots ---------------------------------------------------------------------------------
     def image(self, name: str, T: float, f: float, run: int, step: int):
@@ -158,9 +191,9 @@ class Explorer:
 
     def growth(self, T: float, f: float, window: tuple[float, float] | None = None):
         """L(t) of each run and the mean (log-log) with the power-law fit over ``window``."""
-        import holoviews as hv
-
         from cdwdata import analysis
+
+        hv = _holoviews()
 
         c = self.cell(T, f)
         t, L = c["t"], c["L"]
@@ -172,25 +205,26 @@ class Explorer:
         title = f"L(t)  T={T:g} f={f:g}"
         window = window or self.default_window(T, f)
         sel = (t >= window[0]) & (t <= window[1])
-        if sel.sum() >= 3:
-            fit = analysis.growth_exponent(L, window=tuple(window), n_boot=100)
+        if sel.sum() >= analysis.MIN_FIT_POINTS:
+            fit = analysis.growth_exponent(L, window=tuple(window))
             a, da_, A = (float(fit[k]) for k in (analysis.ALPHA, analysis.ALPHA_ERR,
                                                   analysis.PREFACTOR))
             tf = t[sel]
             curves.append(hv.Curve((tf, A * tf**a), "t", "L",
                                    label=f"fit alpha={a:.3f}±{da_:.3f}").opts(
                 color="crimson", line_dash="dashed", line_width=2))
-            title += f"  alpha={a:.3f}±{da_:.3f}"
+            title += f"  alpha={a:.3f}±{da_:.3f} over t={window[0]:.3g}..{window[1]:.3g}"
         else:
-            title += "  (window holds < 3 frames: no fit)"
+            title += f"  (window holds < {analysis.MIN_FIT_POINTS} frames: no fit)"
         return hv.Overlay(curves).opts(logx=True, logy=True, title=title, frame_width=320,
-                                       frame_height=240, legend_position="right")
+                                       frame_height=240, legend_position="right",
+                                       xticks=log_ticks(t), yticks=log_ticks(L.values))
 
     def collapse(self, T: float, f: float):
         """Scaling collapse S(q,t)/L(t)^2 vs q L(t) at a few log-spaced times."""
-        import holoviews as hv
-
         from cdwdata import analysis
+
+        hv = _holoviews()
 
         c = self.cell(T, f)
         t = c["t"]
@@ -198,19 +232,23 @@ class Explorer:
             return hv.Curve([]).opts(title="no frames with t > 0")
         picks = np.unique(np.round(np.geomspace(1, t.size, min(N_COLLAPSE_TIMES, t.size)))) - 1
         x, y = analysis.scaling_collapse(c["Sq"], c["Lmean"])
-        curves = []
+        curves, xs, ys = [], [], []
         colors = hv.plotting.util.process_cmap("viridis", len(picks))
         for color, i in zip(colors, picks.astype(int), strict=True):
             xi, yi = x.isel({schema.STEP: i}).values, y.isel({schema.STEP: i}).values
             ok = (xi > 0) & (yi > 0) & np.isfinite(xi) & np.isfinite(yi)
+            xs.append(xi[ok])
+            ys.append(yi[ok])
             label = f"t={t[i]:g}"
-            curves.append(hv.Curve((xi[ok], yi[ok]), "qL", "S/L^2", label=label).opts(
+            curves.append(hv.Curve((xs[-1], ys[-1]), "qL", "S/L^2", label=label).opts(
                 color=color))
-            curves.append(hv.Scatter((xi[ok], yi[ok]), "qL", "S/L^2", label=label).opts(
+            curves.append(hv.Scatter((xs[-1], ys[-1]), "qL", "S/L^2", label=label).opts(
                 color=color, size=4))
         return hv.Overlay(curves).opts(logx=True, logy=True, frame_width=320, frame_height=240,
                                        title=f"scaling collapse  T={T:g} f={f:g}",
-                                       legend_position="right")
+                                       legend_position="right",
+                                       xticks=log_ticks(np.concatenate(xs)),
+                                       yticks=log_ticks(np.concatenate(ys)))
 
     # -- layout --------------------------------------------------------------------------------
     def widgets(self) -> dict[str, Any]:
@@ -220,14 +258,18 @@ class Explorer:
         steps = self.coords(schema.STEP)
         # panel >= 1.5 calls a widget's title `label` (`name` is deprecated for it)
         key = "label" if "label" in pn.widgets.Select.param else "name"
+
+        def titled(text: str) -> dict[str, Any]:  # as wide as the sidebar, never wider
+            return {key: text, "sizing_mode": "stretch_width"}
+
         w = {
-            "field": pn.widgets.Select(options=list(self.fields), **{key: "field"}),
-            schema.T: pn.widgets.Select(options=self.coords(schema.T), **{key: schema.T}),
+            "field": pn.widgets.Select(options=list(self.fields), **titled("field")),
+            schema.T: pn.widgets.Select(options=self.coords(schema.T), **titled(schema.T)),
             schema.F_FILL: pn.widgets.Select(options=self.coords(schema.F_FILL),
-                                             **{key: schema.F_FILL}),
-            schema.RUN: pn.widgets.Select(options=self.coords(schema.RUN), **{key: schema.RUN}),
+                                             **titled(schema.F_FILL)),
+            schema.RUN: pn.widgets.Select(options=self.coords(schema.RUN), **titled(schema.RUN)),
             schema.STEP: pn.widgets.DiscreteSlider(options=steps, value=steps[-1],
-                                                   **{key: schema.STEP}),
+                                                   **titled(schema.STEP)),
         }
         if schema.N in self.ds:
             t = self._time(self.ds[schema.STEP])
@@ -238,17 +280,15 @@ class Explorer:
                     start=lo, end=hi,
                     value=self.default_window(w[schema.T].value, w[schema.F_FILL].value),
                     step=float(t[1] - t[0]) if t.size > 1 else 1.0,
-                    **{key: "fit window (time)"})
+                    **titled("fit window (time)"))
         return w
 
     def layout(self):
         """Panel layout: widgets, field image, L(t) with fit and the scaling collapse."""
-        import holoviews as hv
-        import hvplot.xarray  # noqa: F401 - registers .hvplot (and the bokeh backend)
+        import hvplot.xarray  # noqa: F401 - registers .hvplot
         import panel as pn
 
-        if "bokeh" not in hv.Store.renderers:
-            hv.extension("bokeh", logo=False)
+        hv = _holoviews()
         w = self.widgets()
         frame = hv.DynamicMap(pn.bind(self.image, name=w["field"], T=w[schema.T],
                                       f=w[schema.F_FILL], run=w[schema.RUN],
@@ -263,7 +303,8 @@ class Explorer:
             plots.append(pn.panel(growth, name="L(t)"))
             plots.append(pn.panel(pn.bind(self.collapse, T=w[schema.T], f=w[schema.F_FILL]),
                                   name="collapse"))
-        controls = pn.Column(pn.pane.Markdown(f"### {self.name}"), *w.values(), width=260)
+        controls = pn.Column(pn.pane.Markdown(f"### {self.name}", sizing_mode="stretch_width"),
+                             *w.values(), width=SIDEBAR_WIDTH)
         return pn.Row(controls, pn.FlexBox(*plots), name="cdwdata explorer")
 
 
@@ -290,11 +331,8 @@ def demo_store(path, L: int = 12, steps: int = 160, save_every: int = 4, runs: i
         if done is not None and int(done.min()) == ds.sizes[schema.STEP]:
             return str(path)
         overwrite = True
-    try:
-        from cdwdata.ensemble import blas_threads
-    except ImportError:  # pragma: no cover - older ensemble module
-        def blas_threads(n=None):
-            return None
+    from cdwdata.ensemble import blas_threads
+
     old = blas_threads(1)
     try:
         return run_quench(config, path, overwrite=overwrite, progress=False,
@@ -320,7 +358,7 @@ def serve(path, port: int = 5006, show: bool = False, threaded: bool = False,
     import panel as pn
 
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise InputError(f"port={port!r} is not allowed: use an integer in 1..65535")
+        raise ParameterError(f"port={port!r} is not allowed: use an integer in 1..65535")
     explorer = Explorer(path)
     origins = [f"{LOOPBACK}:{port}", f"localhost:{port}"]
     if verbose:

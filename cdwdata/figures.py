@@ -492,7 +492,7 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
     all_steps = np.asarray(sf[schema.STEP].values)
     steps = _check_steps(sf, steps, "the store") if steps is not None else \
         _geometric_steps(all_steps, n_curves)
-    porod_win = tuple(sf.attrs.get("porod_qL_window", (2.0, 6.0)))
+    porod_win = tuple(sf.attrs.get("porod_qL_window", analysis.POROD_QL))
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
@@ -666,8 +666,9 @@ def fig8_density(traj: Any, out: str | os.PathLike, step: int | None = None, run
     Returns
     -------
     Path of the PNG; the JSON sidecar holds the step and time and per filling the mean
-    density (which equals f) and the fractions of nearly full (n > 0.9) and empty
-    (n < 0.1) sites.
+    density of the shown frame (f itself for force fields that solve the filling, ED and the
+    grand-canonical model; near f for a direct-force model, whose densities come from its
+    forces), and the fractions of nearly full (n > 0.9) and empty (n < 0.1) sites.
     """
     ds = _open(traj)
     if schema.N not in ds:

@@ -1,8 +1,9 @@
 """Grand-canonical training sets: exact local densities n_i(Q; mu, T) at many (mu, T).
 
 At a fixed chemical potential and temperature the local density is a local function of the
-lattice around a site (CONTRACT.md section 1, "Locality"); the filling is one global equation
-for mu. One diagonalisation gives the exact densities of a configuration at *every* (mu, T):
+lattice around a site (docs/conventions.md, "What is local and what is global"); the filling
+is one global equation for mu. One diagonalisation gives the exact densities of a
+configuration at *every* (mu, T):
 
     n_i(mu, T) = sum_m |psi_m(i)|^2 f_FD((eps_m - mu) / T)
 

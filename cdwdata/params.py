@@ -1,7 +1,13 @@
 """Model parameters (:class:`HolsteinParams`) and lattice geometry (:class:`Lattice`).
 
-Conventions (CONTRACT.md section 1): arrays are indexed ``Q[..., x, y]``, the lattice is
+Conventions (docs/conventions.md): arrays are indexed ``Q[..., x, y]``, the lattice is
 periodic, site ``(x, y)`` has sublattice sign ``(-1)**(x + y)``.
+
+The lattice physics every module shares lives here, once: the sublattice sign
+(:func:`staggered_sign`), the nearest-neighbour sum (:meth:`Lattice.neighbor_sum`), the elastic
+force and site energy (:func:`elastic_force`, :func:`elastic_site_energy`, also as methods of
+:class:`HolsteinParams`) and the density recovered from a force
+(:meth:`HolsteinParams.density_from_force`).
 """
 
 from __future__ import annotations
@@ -90,6 +96,30 @@ class HolsteinParams:
         """Oscillator frequency sqrt(k / m)."""
         return math.sqrt(self.k / self.mass)
 
+    def elastic_force(self, Q):
+        """Elastic force ``-k Q_i - kappa sum_{j nn i} Q_j`` (paper eq. 5) of these parameters,
+        numpy array or torch tensor (..., L, L) -> same shape (see :func:`elastic_force`)."""
+        return elastic_force(Q, self.k, self.kappa)
+
+    def elastic_site_energy(self, Q):
+        """Elastic site energies of these parameters (see :func:`elastic_site_energy`)."""
+        return elastic_site_energy(Q, self.k, self.kappa)
+
+    def density_from_force(self, F, Q, f: float):
+        """Local density ``n_i = (F_i - F_elastic,i) / g + 1/2`` from the total force.
+
+        Inverts ``F_i = F_elastic,i + g (n_i - 1/2)`` (paper eqs. 4-7) for numpy arrays or
+        torch tensors ``F``, ``Q`` of shape (..., L, L). For ``g == 0`` the electrons
+        decouple and ``n_i = f`` on every site (translation invariance), which is returned.
+        """
+        if self.g == 0:
+            if isinstance(F, np.ndarray):
+                return np.full_like(F, f)
+            import torch
+
+            return torch.full_like(F, f)
+        return (F - self.elastic_force(Q)) / self.g + 0.5
+
     def to_dict(self) -> dict[str, float]:
         """Plain dict of the parameters (stored in every dataset's attrs)."""
         return dataclasses.asdict(self)
@@ -104,6 +134,44 @@ class HolsteinParams:
         """True if every parameter agrees with ``other`` to relative tolerance ``rtol``."""
         a, b = self.to_dict(), other.to_dict()
         return all(math.isclose(a[k], b[k], rel_tol=rtol, abs_tol=1e-15) for k in a)
+
+
+def staggered_sign(nx: int, ny: int | None = None, like: Any = None):
+    """Sublattice sign ``(-1)**(x + y)`` on an ``nx x ny`` grid (``ny`` defaults to ``nx``).
+
+    Returns a float64 numpy array, or, when ``like`` is a torch tensor, a tensor of its dtype
+    and device. Any grid size is allowed (analysis of a cropped field, too).
+    """
+    x, y = np.indices((int(nx), int(nx if ny is None else ny)))
+    sign = 1.0 - 2.0 * ((x + y) % 2)
+    if like is None or isinstance(like, np.ndarray):
+        return sign
+    import torch
+
+    return torch.as_tensor(sign, dtype=like.dtype, device=like.device)
+
+
+def elastic_force(Q, k, kappa):
+    """Elastic force ``-k Q_i - kappa sum_{j nn i} Q_j`` (paper eq. 5), shape of ``Q``.
+
+    ``Q`` is a numpy array or torch tensor (..., L, L); ``k`` and ``kappa`` are numbers or
+    0-d tensors (a model keeps them as buffers).
+    """
+    return -k * Q - kappa * Lattice.neighbor_sum(Q)
+
+
+def elastic_site_energy(Q, k, kappa):
+    """``k Q_i^2 / 2 + kappa Q_i sum_{j nn i} Q_j / 2``, shape of ``Q``: summed over sites it
+    is the elastic energy, whose negative gradient is :func:`elastic_force`."""
+    return 0.5 * Q * (k * Q + kappa * Lattice.neighbor_sum(Q))
+
+
+def check_choice(name: str, value: Any, choices) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ParameterError listing them."""
+    if value not in tuple(choices):
+        raise ParameterError(f"{name}={value!r} is not allowed: use one of "
+                             f"{', '.join(map(repr, choices))}")
+    return value
 
 
 def check_temperature(T: Any) -> float:
@@ -186,8 +254,7 @@ class Lattice:
     @cached_property
     def sign(self) -> np.ndarray:
         """Sublattice sign ``(-1)**(x + y)``, shape (L, L)."""
-        x, y = np.indices((self.L, self.L))
-        return np.where((x + y) % 2 == 0, 1.0, -1.0)
+        return staggered_sign(self.L)
 
     @cached_property
     def neighbors(self) -> np.ndarray:
@@ -214,13 +281,24 @@ class Lattice:
         return H
 
     @staticmethod
-    def neighbor_sum(Q: np.ndarray) -> np.ndarray:
-        """``sum_{j nn i} Q_j`` for each site, for arrays (..., L, L) (numpy or torch)."""
+    def neighbor_sum(Q, out: np.ndarray | None = None):
+        """``sum_{j nn i} Q_j`` for each site of arrays (..., L, L), numpy or torch.
+
+        For numpy input the sum can be written into ``out`` (same shape as ``Q``, not ``Q``
+        itself), which avoids the temporaries of four rolls in a hot loop.
+        """
         if isinstance(Q, np.ndarray):
-            roll = np.roll
-            return (
-                roll(Q, 1, -2) + roll(Q, -1, -2) + roll(Q, 1, -1) + roll(Q, -1, -1)
-            )
+            if out is None:
+                out = np.empty_like(Q)
+            out[..., 1:, :] = Q[..., :-1, :]
+            out[..., 0, :] = Q[..., -1, :]
+            out[..., :-1, :] += Q[..., 1:, :]
+            out[..., -1, :] += Q[..., 0, :]
+            out[..., :, 1:] += Q[..., :, :-1]
+            out[..., :, 0] += Q[..., :, -1]
+            out[..., :, :-1] += Q[..., :, 1:]
+            out[..., :, -1] += Q[..., :, 0]
+            return out
         import torch
 
         return (

@@ -1,7 +1,8 @@
 """Names, units and long names of every dimension and variable cdwdata stores.
 
-This is the one place where the on-disk vocabulary is spelled out (see CONTRACT.md section 3).
-Other modules import these constants instead of typing ``"step"`` or ``"Q"``.
+This is the one place where the on-disk vocabulary is spelled out (see docs/conventions.md,
+"Names in stored data"). Other modules import these constants instead of typing ``"step"`` or
+``"Q"``.
 """
 
 from __future__ import annotations

@@ -33,29 +33,23 @@ from cdwdata import schema
 from cdwdata._version import __version__
 from cdwdata.errors import BlowUpError, ParameterError
 from cdwdata.forcefields import ForceField
-from cdwdata.params import HolsteinParams, _finite, check_filling, check_size
+from cdwdata.params import (
+    HolsteinParams,
+    Lattice,
+    _finite,
+    check_filling,
+    check_size,
+    staggered_sign,
+)
 
 __all__ = ["TDGLForceField", "tdgl_quench"]
 
 
-def _sign_numpy(nx: int, ny: int) -> np.ndarray:
-    x, y = np.indices((nx, ny))
-    return np.where((x + y) % 2 == 0, 1.0, -1.0)
-
-
-def _staggered_sign(Q):
-    """(-1)**(x+y) for the last two axes of torch tensor ``Q``, same dtype and device."""
-    import torch
-
-    x = torch.arange(Q.shape[-2], device=Q.device)
-    y = torch.arange(Q.shape[-1], device=Q.device)
-    return (1 - 2 * ((x[:, None] + y[None, :]) % 2)).to(Q.dtype)
-
-
-def _tdgl_force(Q, sign, a: float, b: float, c: float, roll):
-    """``F = -dV/dQ`` for numpy or torch arrays; ``roll`` is ``np.roll`` or ``torch.roll``."""
+def _tdgl_force(Q, a: float, b: float, c: float):
+    """``F = -dV/dQ`` for numpy arrays or torch tensors ``Q`` (..., L, L)."""
+    sign = staggered_sign(Q.shape[-2], Q.shape[-1], like=Q)
     s = sign * Q
-    lap = roll(s, 1, -2) + roll(s, -1, -2) + roll(s, 1, -1) + roll(s, -1, -1) - 4 * s
+    lap = Lattice.neighbor_sum(s) - 4 * s
     return sign * (a * s - b * s**3 + c * lap)
 
 
@@ -65,14 +59,7 @@ def _staggered_rate(s: np.ndarray, a: float, b: float, c: float, out: np.ndarray
 
     ``s`` (..., L, L) is the staggered field; ``out`` and ``tmp`` are buffers of its shape.
     """
-    out[..., 1:, :] = s[..., :-1, :]
-    out[..., 0, :] = s[..., -1, :]
-    out[..., :-1, :] += s[..., 1:, :]
-    out[..., -1, :] += s[..., 0, :]
-    out[..., :, 1:] += s[..., :, :-1]
-    out[..., :, 0] += s[..., :, -1]
-    out[..., :, :-1] += s[..., :, 1:]
-    out[..., :, -1] += s[..., :, 0]
+    Lattice.neighbor_sum(s, out=out)
     out *= c
     np.multiply(s, s, out=tmp)
     tmp *= -b
@@ -118,28 +105,23 @@ class TDGLForceField(ForceField):
         self.params = params or HolsteinParams()
 
     def potential(self, Q):
-        """Total potential ``V(Q)``: numpy array or torch tensor (..., L, L) -> (...)."""
-        if isinstance(Q, np.ndarray):
-            roll, s = np.roll, _sign_numpy(*Q.shape[-2:]) * Q
-        else:
-            import torch
+        """Total potential ``V(Q)``: numpy array or torch tensor (..., L, L) -> (...).
 
-            roll, s = torch.roll, _staggered_sign(Q) * Q
+        The bond term uses ``sum_<ij> (s_i - s_j)**2 = sum_i (4 s_i**2 - s_i sum_{j nn i} s_j)``.
+        """
+        s = staggered_sign(Q.shape[-2], Q.shape[-1], like=Q) * Q
         onsite = -0.5 * self.a * s**2 + 0.25 * self.b * s**4
-        bonds = (s - roll(s, -1, -2)) ** 2 + (s - roll(s, -1, -1)) ** 2
+        bonds = 4 * s**2 - s * Lattice.neighbor_sum(s)
         return (onsite + 0.5 * self.c * bonds).sum((-2, -1))
 
     def evaluate(self, Q):
         """Return ``(F, n)`` for a torch tensor ``Q`` (..., L, L), same dtype and device."""
-        import torch
-
-        F = _tdgl_force(Q, _staggered_sign(Q), self.a, self.b, self.c, torch.roll)
-        return F, self.f + self.delta * Q
+        return _tdgl_force(Q, self.a, self.b, self.c), self.f + self.delta * Q
 
     def force_numpy(self, Q: np.ndarray) -> np.ndarray:
         """The same force for a float64 numpy array (..., L, L), no validation (fast path)."""
         Q = np.asarray(Q, dtype=np.float64)
-        sign = _sign_numpy(*Q.shape[-2:])
+        sign = staggered_sign(*Q.shape[-2:])
         s = sign * Q
         out = _staggered_rate(s, self.a, self.b, self.c, np.empty_like(s), np.empty_like(s))
         out *= sign
@@ -223,9 +205,33 @@ def tdgl_quench(
     -3.3 .. -3.65 for the smooth density (walls ~1.4 sites wide). Small noise unpins the
     walls from the lattice; at ``noise=0`` the exponents are similar but scatter more.
     """
-    import xarray as xr
-
     L = check_size(L)
+    steps, dt, noise, runs = _check_run(steps, dt, noise, runs)
+    ff = forcefield or TDGLForceField()
+    save = _save_schedule(steps, save_steps, n_frames)
+    frames_Q = _integrate(ff, L, runs, steps, dt, noise, init_amp, save,
+                          np.random.default_rng(int(seed)))
+    frames_n = ff.f + ff.delta * frames_Q
+    if not np.isfinite(frames_n).all():
+        raise BlowUpError(f"tdgl_quench blew up (dt={dt} too large for this force field?)")
+    attrs = {
+        **ff.attrs(),
+        "dynamics": "overdamped model A, explicit Euler-Maruyama",
+        "dt": dt,
+        "seed": int(seed),
+        "noise": noise,
+        "init_amp": float(init_amp),
+        "steps": steps,
+        "L": L,
+        "code_version": __version__,
+        "creation_command": (f"cdwdata.toy.tdgl_quench(L={L}, steps={steps}, dt={dt}, "
+                             f"seed={seed}, runs={runs}, noise={noise}, init_amp={init_amp})"),
+    }
+    return _dataset(frames_n, frames_Q if save_Q else None, save, dt, ff.f, attrs)
+
+
+def _check_run(steps, dt, noise, runs) -> tuple[int, float, float, int]:
+    """Validated ``(steps, dt, noise, runs)`` of :func:`tdgl_quench`."""
     steps = int(steps)
     if steps < 0:
         raise ParameterError(f"steps={steps!r} is not allowed: must be >= 0")
@@ -238,14 +244,23 @@ def tdgl_quench(
     runs = int(runs)
     if runs < 1:
         raise ParameterError(f"runs={runs!r} is not allowed: must be >= 1")
-    ff = forcefield or TDGLForceField()
+    return steps, dt, noise, runs
+
+
+def _save_schedule(steps: int, save_steps: Sequence[int] | None, n_frames: int) -> np.ndarray:
+    """Sorted steps to store: ``save_steps``, or 0 and ``n_frames - 1`` log-spaced steps."""
     save = (_default_save_steps(steps, n_frames) if save_steps is None
             else np.unique(np.asarray(save_steps, dtype=np.int64)))
     if save.size == 0 or save[0] < 0 or save[-1] > steps:
         raise ParameterError(f"save_steps must lie in [0, {steps}], got {save_steps!r}")
+    return save
 
-    rng = np.random.default_rng(int(seed))
-    sign = _sign_numpy(L, L)
+
+def _integrate(ff: TDGLForceField, L: int, runs: int, steps: int, dt: float, noise: float,
+               init_amp: float, save: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Euler(-Maruyama) steps of the staggered field from a random state; frames of ``Q``
+    at the steps in ``save``, shape (runs, len(save), L, L)."""
+    sign = staggered_sign(L)
     # integrate the staggered field s = sign * Q: ds/dt = -dV/ds (+ noise); Q = sign * s
     s = sign * (init_amp * rng.standard_normal((runs, L, L)))
     amp = math.sqrt(2.0 * noise * dt)
@@ -266,13 +281,18 @@ def tdgl_quench(
             rng.standard_normal(out=xi)
             xi *= amp
             s += xi
-    frames_n = ff.f + ff.delta * frames_Q
-    if not np.isfinite(frames_n).all():
-        raise BlowUpError(f"tdgl_quench blew up (dt={dt} too large for this force field?)")
+    return frames_Q
 
+
+def _dataset(frames_n: np.ndarray, frames_Q: np.ndarray | None, save: np.ndarray, dt: float,
+             f: float, attrs: dict[str, Any]):
+    """The labelled (run, step, x, y) dataset of a toy quench."""
+    import xarray as xr
+
+    runs, L = frames_n.shape[0], frames_n.shape[-1]
     dims = (schema.RUN, schema.STEP, schema.X, schema.Y)
     data_vars = {schema.N: (dims, frames_n, schema.attrs(schema.N))}
-    if save_Q:
+    if frames_Q is not None:
         data_vars[schema.Q] = (dims, frames_Q, schema.attrs(schema.Q))
     time_attrs = {**schema.attrs(schema.TIME), "units": "model-A time"}
     coords = {
@@ -281,19 +301,6 @@ def tdgl_quench(
         schema.TIME: (schema.STEP, save * dt, time_attrs),
         schema.X: (schema.X, np.arange(L), schema.attrs(schema.X)),
         schema.Y: (schema.Y, np.arange(L), schema.attrs(schema.Y)),
-        schema.F_FILL: ((), ff.f, schema.attrs(schema.F_FILL)),
-    }
-    attrs = {
-        **ff.attrs(),
-        "dynamics": "overdamped model A, explicit Euler-Maruyama",
-        "dt": dt,
-        "seed": int(seed),
-        "noise": noise,
-        "init_amp": float(init_amp),
-        "steps": steps,
-        "L": L,
-        "code_version": __version__,
-        "creation_command": (f"cdwdata.toy.tdgl_quench(L={L}, steps={steps}, dt={dt}, "
-                             f"seed={seed}, runs={runs}, noise={noise}, init_amp={init_amp})"),
+        schema.F_FILL: ((), f, schema.attrs(schema.F_FILL)),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

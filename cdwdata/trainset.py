@@ -17,6 +17,7 @@ the store's ``quench_forcefield`` attr says which driver made them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import sys
@@ -29,7 +30,13 @@ import numpy as np
 from cdwdata import noise, schema, store
 from cdwdata._version import __version__
 from cdwdata.errors import ParameterError
-from cdwdata.params import HolsteinParams, check_filling, check_size, check_temperature
+from cdwdata.params import (
+    HolsteinParams,
+    check_filling,
+    check_size,
+    check_temperature,
+    staggered_sign,
+)
 from cdwdata.quench import QuenchConfig, is_ml
 
 
@@ -152,7 +159,6 @@ def random_configuration(config: TrainsetConfig, f: float, index: int) -> np.nda
     s = np.exp(rng.uniform(np.log(lo), np.log(hi)))
     L = config.L
     x, y = np.indices((L, L))
-    stagger = np.where((x + y) % 2 == 0, 1.0, -1.0)
     # random +/- domains: sign of a sum of a few random plane waves (smooth walls)
     field_ = np.zeros((L, L))
     for _ in range(3):
@@ -160,7 +166,7 @@ def random_configuration(config: TrainsetConfig, f: float, index: int) -> np.nda
         field_ += np.cos(2 * np.pi * (kx * x + ky * y) / L + rng.uniform(0, 2 * np.pi))
     domains = np.where(field_ >= 0, 1.0, -1.0)
     c = rng.uniform(0.0, 1.5)
-    return s * rng.standard_normal((L, L)) + c * stagger * domains
+    return s * rng.standard_normal((L, L)) + c * staggered_sign(L) * domains
 
 
 def random_task(path: str, config: TrainsetConfig, jf: int, samples: list[int]) -> int:
@@ -275,7 +281,8 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
     if config.quench_runs:
         prepare_store(quench_store_path(path), qconfig, resume=resume or not overwrite,
                       overwrite=overwrite and not resume, command=command)
-    ctx = dask_client(scheduler, n_workers=n_workers) if client is None else _nullcontext(client)
+    ctx = (dask_client(scheduler, n_workers=n_workers) if client is None
+           else contextlib.nullcontext(client))
     with ctx as cl:
         futures = []
         writer = store.TrainsetWriter(path)
@@ -306,17 +313,6 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
             bar.close()
     collect_quench_samples(path, config)
     return str(path)
-
-
-class _nullcontext:  # contextlib.nullcontext without the import dance
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
 
 
 def is_complete(path) -> bool:

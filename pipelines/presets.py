@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdwdata import analysis
+
 #: Filling fractions of the paper's three ML models.
 PAPER_FILLINGS = (0.5, 0.4, 0.3)
 
@@ -103,8 +105,8 @@ class AnalysisStage:
     """
 
     fit_steps: tuple[int, int] = (40, 400)
-    porod_qL: tuple[float, float] = (2.0, 6.0)
-    large_q: tuple[float, float] = (1.0, 2.2)
+    porod_qL: tuple[float, float] = analysis.POROD_QL
+    large_q: tuple[float, float] = analysis.LARGE_Q
     n_boot: int = 200
     seed: int = 0
 

@@ -5,7 +5,7 @@ Fixtures
 rng
     A seeded ``numpy.random.Generator`` (fresh per test, so tests never share RNG state).
 params
-    The default :class:`cdwdata.HolsteinParams` (the CONTRACT table).
+    The default :class:`cdwdata.HolsteinParams` (the defaults table of docs/conventions.md).
 backend
     Parametrised over the ED backends ``"numpy"`` and ``"torch"`` (STYLE principle 8).
 
@@ -57,7 +57,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def params() -> HolsteinParams:
-    """Default model parameters (CONTRACT.md section 1)."""
+    """Default model parameters (docs/conventions.md)."""
     return HolsteinParams()
 
 

@@ -182,7 +182,7 @@ def test_sub_steps_follow_the_contract_formulas(rng):
 
 @pytest.mark.parametrize(("T", "gamma"), [(0.3, 0.5), (0.0, 0.5), (0.3, 0.0), (0.0, 0.0)])
 def test_one_step_is_velocity_verlet_then_ornstein_uhlenbeck(T, gamma, rng):
-    """Compare dynamics.step with the update written out from CONTRACT.md section 1."""
+    """Compare dynamics.step with the update written out in docs/conventions.md."""
     p = HolsteinParams(g=0.0, gamma=gamma, mass=2.0, dt=0.1)
     ff = HarmonicForceField(p)
     keys = _keys(3)

@@ -1,4 +1,4 @@
-"""Exact diagonalisation: physics of the electron solver (CONTRACT.md section 1).
+"""Exact diagonalisation: physics of the electron solver (docs/conventions.md).
 
 Every test states a physical property (gradient of a free energy, sum rule, symmetry,
 limiting case, cross-check of two backends) rather than a stored snapshot of output.

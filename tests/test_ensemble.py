@@ -193,13 +193,9 @@ def test_cli_rejects_bad_combinations(tmp_path):
 
 
 def test_cli_tdgl_model(tmp_path, cluster):
-    pytest.importorskip("cdwdata.toy")
     out = tmp_path / "tdgl.zarr"
-    try:
-        rc = _cli("--L", 8, "--runs", 1, "--steps", 10, "--save-every", 5, "--model", "tdgl",
-                  "--out", out, "--scheduler", cluster.scheduler.address, "--no-progress")
-    except Exception as err:  # the toy is still being written
-        pytest.skip(f"tdgl toy not usable yet: {err}")
+    rc = _cli("--L", 8, "--runs", 1, "--steps", 10, "--save-every", 5, "--model", "tdgl",
+              "--out", out, "--scheduler", cluster.scheduler.address, "--no-progress")
     assert rc == 0
     assert store.read_attrs(out)["forcefield"] == "tdgl"
 
@@ -209,7 +205,9 @@ def test_cli_default_local_cluster(tmp_path, capsys):
     out = tmp_path / "local.zarr"
     assert _cli("--L", 8, "--runs", 2, "--steps", 10, "--save-every", 5, "--model", "ed",
                 "--workers", 1, "--out", out) == 0
-    assert "2/2 runs complete" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2/2 runs complete" in printed
+    assert printed.strip().splitlines()[-1] == f"next: cdw analyze {out}"
     assert (store.frames_done(out) == 3).all()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cdwdata import explore
-from cdwdata.errors import InputError
+from cdwdata.errors import InputError, ParameterError
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -88,6 +88,57 @@ def test_growth_and_collapse_views(store):
     assert ex.cell(0.1, 0.5) is cell  # cached
 
 
+def test_explorer_and_cdw_analyze_give_one_growth_exponent(store, tmp_path, capsys):
+    """One store, one alpha: the explorer's default window is the one cdw analyze fits over
+    (and prints, and stores), so both give the same alpha and error."""
+    from cdwdata import analysis, cli
+    from cdwdata.store import open_dataset
+
+    out = tmp_path / "analysis"
+    assert cli.main(["analyze", str(store), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    growth = open_dataset(out / "growth-exponents.zarr")
+    lo, hi = growth.attrs["window"]
+    assert f"t = {lo:g} .. {hi:g}" in printed
+    t = open_dataset(store)["time"].values
+    assert (lo, hi) == analysis.growth_window(t)
+    ex = explore.Explorer(store)
+    for T in ex.coords("T"):
+        assert ex.default_window(T, 0.5) == (lo, hi)
+        fit = analysis.growth_exponent(ex.cell(T, 0.5)["L"], window=(lo, hi))
+        stored = growth.sel(T=T, f=0.5)
+        for name in (analysis.ALPHA, analysis.ALPHA_ERR):
+            assert float(fit[name]) == pytest.approx(float(stored[name]), rel=1e-9, abs=1e-12)
+        title = ex.growth(T, 0.5).opts.get().kwargs["title"]
+        assert f"alpha={float(fit[analysis.ALPHA]):.3f}" in title and f"t={lo:.3g}" in title
+
+
+def test_growth_window_is_the_last_decade_or_every_frame_of_a_short_run():
+    from cdwdata import analysis
+
+    t = np.arange(0, 101, 1.0)
+    assert analysis.growth_window(t) == (10.0, 100.0)
+    short = np.array([0.0, 5.0, 50.0, 100.0])  # two times in the last decade
+    assert analysis.growth_window(short) == (5.0, 100.0)
+    with pytest.raises(InputError):
+        analysis.growth_window([0.0])
+
+
+def test_log_ticks_do_not_crowd_a_short_axis():
+    assert [t for t, _ in explore.log_ticks([0.8, 3.0, 8.0])] == [1.0, 2.0, 5.0]
+    assert [t for t, _ in explore.log_ticks(np.linspace(0.394, 0.552, 7))] == [0.4, 0.5]
+    assert explore.log_ticks([0.42, 0.43]) == [(0.42, "0.42"), (0.43, "0.43")]
+    assert [label for _, label in explore.log_ticks([1.0, 1000.0])] == [
+        "1", "2", "5", "10", "20", "50", "100", "200", "500", "1e+03"]
+    assert explore.log_ticks([0.0, -1.0, np.nan]) == []
+
+
+def test_sidebar_widgets_fit_the_sidebar(store):
+    ex = explore.Explorer(store)
+    for widget in ex.widgets().values():
+        assert widget.sizing_mode == "stretch_width"
+
+
 def test_dataset_input_without_ensemble_dims(store):
     from cdwdata.store import open_dataset
 
@@ -106,7 +157,7 @@ def test_bad_input(store, tmp_path):
         explore.Explorer(xr.Dataset({"a": ("x", np.zeros(3))}))
     with pytest.raises(InputError, match="store path or an xarray.Dataset"):
         explore.Explorer(42)
-    with pytest.raises(InputError, match="port"):
+    with pytest.raises(ParameterError, match="port"):
         explore.serve(store, port=0)
     from cdwdata.cli import main
 

@@ -1,4 +1,4 @@
-"""Grand-canonical electrons and the grand-canonical ML model (CONTRACT.md section 1, Locality).
+"""Grand-canonical electrons and the grand-canonical ML model (docs/conventions.md, locality).
 
 Exact physics first: densities at a fixed mu from one diagonalisation equal the canonical
 ones at the canonical mu; n_i(Q; mu) = n_i(Q + mu/g; 0); dn_i/dmu >= 0 at every site;

@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdwdata import HolsteinParams, InputError, Lattice, ModelError, ed, store
+from cdwdata import HolsteinParams, InputError, Lattice, ModelError, ParameterError, ed, store
 from cdwdata.ml import modelfile
 from cdwdata.ml.forcefield import MLForceField, list_models, load_model
 from cdwdata.ml.model import ForceModel
@@ -97,7 +97,7 @@ def test_mlp_architecture_is_the_papers():
 
 
 def test_unknown_kind_raises():
-    with pytest.raises(ModelError, match="kind"):
+    with pytest.raises(ParameterError, match="kind"):
         ForceModel(kind="charge")
 
 
@@ -372,7 +372,7 @@ def test_save_refuses_to_overwrite(tmp_path):
 
 
 def test_training_writes_a_complete_card(trained, trainset):
-    from cdwdata.ml.train import load_trainset
+    from cdwdata.ml.data import load_trainset
 
     card = trained["card"]
     td = load_trainset(trainset, F_FILL)
@@ -430,7 +430,7 @@ def test_energy_training_runs(trainset, tmp_path):
 @given(n_random=st.integers(0, 12), runs=st.integers(0, 9), per_run=st.integers(1, 5),
        seed=st.integers(0, 2**16))
 def test_split_is_a_partition_and_whole_runs_stay_together(n_random, runs, per_run, seed):
-    from cdwdata.ml.train import split_samples
+    from cdwdata.ml.data import split_samples
 
     source = np.array(["random"] * n_random + ["quench"] * (runs * per_run))
     run = np.array(list(range(n_random)) + [r for r in range(runs) for _ in range(per_run)])
@@ -479,7 +479,8 @@ def test_elastic_site_energy_is_minus_the_elastic_force_potential(rng):
 
 
 def test_electronic_target_trains_saves_and_scores_the_total_force(trainset, tmp_path):
-    from cdwdata.ml.train import load_trainset, train
+    from cdwdata.ml.data import load_trainset
+    from cdwdata.ml.train import train
 
     res = train(trainset, F_FILL, tmp_path / "el", target="electronic", epochs=2,
                 batch_size=128, seed=1, progress=False)
@@ -507,7 +508,7 @@ def test_electronic_model_with_other_elastic_constants_refuses_to_load(tmp_path)
 
 
 def test_unknown_target_raises():
-    with pytest.raises(ModelError, match="target"):
+    with pytest.raises(ParameterError, match="target"):
         ForceModel(target="charge")
 
 
@@ -532,7 +533,7 @@ def test_validate_uses_the_cards_test_split(trained, trainset, tmp_path):
     # per-step RMSEs recombine into the total (equal sites per snapshot)
     by = rep["force_by_step"]
     assert [b["step"] for b in by] == sorted({b["step"] for b in by})
-    td = __import__("cdwdata.ml.train", fromlist=["x"]).load_trainset(trainset, F_FILL)
+    td = __import__("cdwdata.ml.data", fromlist=["x"]).load_trainset(trainset, F_FILL)
     counts = [int(np.sum(np.isin(td.sample, rep["samples"]) & (td.step == b["step"])))
               for b in by]
     total = np.sqrt(sum(c * b["rmse"] ** 2 for c, b in zip(counts, by, strict=True)) / sum(counts))
@@ -642,7 +643,7 @@ def _memory_trainset(rng, params=None, runs=3, per_run=2, n_random=2, L=L_TRAIN)
 
 
 def test_two_stores_are_split_each_as_if_alone(trainset, rng):
-    from cdwdata.ml.train import load_trainset, split_parts, split_samples
+    from cdwdata.ml.data import load_trainset, split_parts, split_samples
 
     other = _memory_trainset(rng)
     td = load_trainset([trainset, other], F_FILL)
@@ -685,7 +686,7 @@ def test_train_and_validate_on_two_stores(trainset, tmp_path, rng):
 
 
 def test_sigma_fit_is_the_gaussian_core_width_not_moved_by_tails():
-    from cdwdata.ml.train import errors
+    from cdwdata.ml.metrics import errors
 
     rng = np.random.default_rng(5)
     d = rng.normal(0.003, 0.01, 200_000)
@@ -702,7 +703,7 @@ def test_sigma_fit_is_the_gaussian_core_width_not_moved_by_tails():
 @settings(max_examples=25, deadline=None)
 @given(scale=st.floats(1e-4, 1e3), seed=st.integers(0, 2**16))
 def test_sigma_fit_scales_with_the_errors(scale, seed):
-    from cdwdata.ml.train import sigma_fit
+    from cdwdata.ml.metrics import sigma_fit
 
     d = np.random.default_rng(seed).standard_t(3, 5000)  # heavy tails
     m1, s1 = sigma_fit(d)
@@ -713,7 +714,7 @@ def test_sigma_fit_scales_with_the_errors(scale, seed):
 
 
 def test_sigma_fit_of_few_or_equal_values_is_the_plain_std():
-    from cdwdata.ml.train import sigma_fit
+    from cdwdata.ml.metrics import sigma_fit
 
     assert sigma_fit(np.array([1.0, 2.0, 4.0])) == (7 / 3, np.std([1.0, 2.0, 4.0]))
     assert sigma_fit(np.r_[np.zeros(30), 1.0])[1] == np.std(np.r_[np.zeros(30), 1.0])
@@ -730,6 +731,7 @@ def test_huber_loss_option_is_recorded_and_selects_on_mae(trainset, tmp_path):
     assert t["loss"].startswith("Huber")
     maes = [h["val_mae"] for h in t["history"]]
     assert t["best_epoch"] == 1 + int(np.argmin(maes))
-    for bad in ({"loss": "l1"}, {"loss": "huber", "huber_delta": 0.0}):
-        with pytest.raises(InputError):
-            train(trainset, F_FILL, tmp_path / "bad", epochs=1, progress=False, **bad)
+    for bad in ({"loss": "l1"}, {"loss": "huber", "huber_delta": 0.0}, {"schedule": "step"},
+                {"kind": "charge"}, {"target": "charge"}, {"epochs": 0}):
+        with pytest.raises(ParameterError):  # one kind of mistake, one error class
+            train(trainset, F_FILL, tmp_path / "bad", **{"epochs": 1, "progress": False, **bad})

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdwdata import HolsteinParams, Lattice
-from cdwdata.params import check_filling, check_size, check_temperature
+from cdwdata.params import check_filling, check_size, check_temperature, staggered_sign
 
 # --------------------------------------------------------------------------- HolsteinParams
 
-#: The defaults table of CONTRACT.md section 1, typed in by hand.
+#: The defaults table of docs/conventions.md, typed in by hand.
 CONTRACT_DEFAULTS = {
     "t": 1.0,
     "g": 3.5,
@@ -100,9 +100,20 @@ def test_unstable_lattice_raises_naming_k_and_kappa(k, kappa):
     assert _names_value(msg, "kappa", kappa), msg
 
 
-def test_marginally_stable_lattice_is_accepted():
-    p = HolsteinParams(k=1.0, kappa=0.2499)
-    assert p.k - 4 * abs(p.kappa) > 0
+@pytest.mark.parametrize("kappa", [0.2499, -0.2499])
+def test_marginally_stable_lattice_is_accepted_and_has_a_positive_elastic_energy(kappa, rng):
+    """Accepted parameters give a positive-definite elastic energy: its softest mode (the
+    checkerboard for kappa > 0, the uniform shift for kappa < 0) costs (k - 4|kappa|)/2 per
+    site, and random configurations cost more."""
+    p = HolsteinParams(k=1.0, kappa=kappa)
+    L = 6
+    softest = Lattice(L).sign if kappa > 0 else np.ones((L, L))
+    energy = p.elastic_site_energy(softest).sum()
+    assert energy == pytest.approx(0.5 * L * L * (p.k - 4 * abs(p.kappa)), rel=1e-12)
+    assert energy > 0
+    Q = rng.standard_normal((20, L, L))
+    per_site = p.elastic_site_energy(Q).sum((-2, -1)) / (Q * Q).sum((-2, -1))
+    assert (per_site >= 0.5 * (p.k - 4 * abs(p.kappa)) - 1e-12).all()
 
 
 @pytest.mark.parametrize(
@@ -251,6 +262,48 @@ def test_sign_is_checkerboard():
     s = lat.sign
     assert s[0, 0] == 1 and s[0, 1] == -1 and s[1, 0] == -1 and s[1, 1] == 1
     assert np.array_equal(s * Lattice.neighbor_sum(s), -4 * np.ones((4, 4)))
+
+
+def test_staggered_sign_numpy_and_torch_agree_on_any_grid():
+    torch = pytest.importorskip("torch")
+    s = staggered_sign(3, 5)
+    x, y = np.indices((3, 5))
+    assert np.array_equal(s, (-1.0) ** (x + y))
+    t = staggered_sign(3, 5, like=torch.zeros(1, dtype=torch.float32))
+    assert t.dtype == torch.float32 and np.array_equal(t.numpy(), s)
+
+
+def test_neighbor_sum_numpy_in_place_and_torch_equal_four_rolls(rng):
+    torch = pytest.importorskip("torch")
+    Q = rng.standard_normal((3, 6, 6))
+    rolls = sum(np.roll(Q, s, a) for a in (-2, -1) for s in (1, -1))
+    out = np.empty_like(Q)
+    assert Lattice.neighbor_sum(Q, out=out) is out
+    np.testing.assert_allclose(out, rolls, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(Lattice.neighbor_sum(torch.from_numpy(Q)).numpy(), rolls,
+                               rtol=0, atol=1e-14)
+
+
+def test_elastic_force_is_minus_gradient_of_elastic_energy(params, rng):
+    Q = rng.standard_normal((6, 6))
+    F = params.elastic_force(Q)
+    h = 1e-6
+    for site in [(0, 0), (2, 3), (5, 5)]:
+        Qp, Qm = Q.copy(), Q.copy()
+        Qp[site] += h
+        Qm[site] -= h
+        dE = (params.elastic_site_energy(Qp).sum() - params.elastic_site_energy(Qm).sum()) / (2 * h)
+        assert F[site] == pytest.approx(-dE, abs=1e-8)
+
+
+def test_density_from_force_inverts_the_force_law(params, rng):
+    from cdwdata import ed
+
+    Q = rng.standard_normal((2, 6, 6))
+    res = ed.solve(Q, 0.1, 0.4, params)
+    np.testing.assert_allclose(params.density_from_force(res.F, Q, 0.4), res.n, atol=1e-12)
+    free = HolsteinParams(g=0.0)
+    assert np.array_equal(free.density_from_force(res.F, Q, 0.4), np.full_like(Q, 0.4))
 
 
 CENTERS = [(0, 0), (2, 3), (5, 1)]

@@ -123,4 +123,10 @@ def run(args) -> int:
     print(f"wrote {path}: {complete}/{done.size} runs complete "
           f"(T={list(config.temperatures)}, f={list(config.fillings)}, {config.runs} runs, "
           f"{config.n_frames} frames of {config.L}x{config.L})")
+    import shlex
+
+    quoted = shlex.quote(str(path))
+    nxt = (f"cdw analyze {quoted}" if complete == done.size
+           else f"cdw quench --resume --out {quoted}")
+    print(f"next: {nxt}")
     return 0

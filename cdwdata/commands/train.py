@@ -10,6 +10,8 @@ from cdwdata.commands import command_line
 
 
 def configure(p) -> None:
+    from cdwdata.ml.options import KINDS, SCHEDULES, TARGETS
+
     p.add_argument("--data", required=True, nargs="+",
                    help="ED training store(s) (cdw ed-dataset output); several are joined, "
                         "each split into train/val/test on its own")
@@ -18,7 +20,7 @@ def configure(p) -> None:
     p.add_argument("--out", required=True,
                    help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
                         "name (written to the shipped-models folder cdwdata/ml/models)")
-    p.add_argument("--kind", choices=("force", "energy", "density"), default="force",
+    p.add_argument("--kind", choices=(*KINDS, "density"), default="force",
                    help="direct force model (paper, default), Behler-Parrinello energy model, "
                         "or the grand-canonical density model (n_i at given mu and T; needs "
                         "cdw gc-dataset stores)")
@@ -34,14 +36,14 @@ def configure(p) -> None:
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="density kind: (configuration, label, site) samples per epoch "
                         "(default: all of the training split)")
-    p.add_argument("--target", choices=("total", "electronic"), default="total",
+    p.add_argument("--target", choices=TARGETS, default="total",
                    help="what the network learns: the total force (paper, default) or only "
                         "the electronic force g(n - 1/2), the exact elastic force being added")
     p.add_argument("--epochs", type=int, default=500, help="maximum epochs (default 500)")
     p.add_argument("--batch-size", type=int, default=1024,
                    help="sites per minibatch (default 1024)")
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
-    p.add_argument("--schedule", choices=("plateau", "cosine", "none"), default="plateau",
+    p.add_argument("--schedule", choices=SCHEDULES, default="plateau",
                    help="learning-rate schedule (default plateau)")
     p.add_argument("--patience", type=int, default=30,
                    help="early stopping: epochs without a better validation RMSE")

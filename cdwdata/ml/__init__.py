@@ -10,8 +10,11 @@ Entry points (torch is imported only when one of them is used)::
     from cdwdata.ml.validate import validate       # -> report; parity plot, histogram
 
 Submodules: :mod:`~cdwdata.ml.model` (network), :mod:`~cdwdata.ml.modelfile` (safetensors +
-JSON card), :mod:`~cdwdata.ml.forcefield` (:class:`MLForceField`), :mod:`~cdwdata.ml.train`,
-:mod:`~cdwdata.ml.validate`.
+JSON card), :mod:`~cdwdata.ml.forcefield` (:class:`MLForceField`), :mod:`~cdwdata.ml.options`
+(kinds, targets, losses, schedules), :mod:`~cdwdata.ml.data` (training sets in memory and
+their split), :mod:`~cdwdata.ml.metrics` (error statistics), :mod:`~cdwdata.ml.train` (the
+training loop), :mod:`~cdwdata.ml.validate`; the grand-canonical model:
+:mod:`~cdwdata.ml.gcmodel`, :mod:`~cdwdata.ml.gctrain`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ _LAZY = {
     "MODELS_DIR": "cdwdata.ml.forcefield",
     "ForceModel": "cdwdata.ml.model",
 }
-_SUBMODULES = {"model", "modelfile", "forcefield", "train", "validate"}
+_SUBMODULES = {"model", "modelfile", "forcefield", "options", "data", "metrics", "train",
+               "validate"}
 
 __all__ = sorted(_LAZY)
 

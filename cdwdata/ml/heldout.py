@@ -21,7 +21,7 @@ import numpy as np
 from cdwdata import schema, store
 from cdwdata.ed import elastic_force
 from cdwdata.errors import InputError
-from cdwdata.ml.train import errors
+from cdwdata.ml.metrics import errors
 from cdwdata.params import HolsteinParams
 
 #: Exact densities strictly between these count as fractional (wall) sites.

@@ -26,8 +26,10 @@ Two targets (what the MLP output stands for):
     precision on the electrons. ``k`` and ``kappa`` are a buffer of the model (saved with the
     weights) and must equal the model card's HolsteinParams.
 
-Architecture (paper appendix B): ``N_FEATURES x 512 x 256 x 64 x 16 x 1`` with ReLU, i.e.
-``45 x 512 x 256 x 64 x 16 x 1`` for the default cutoff ``r_c = sqrt(13)``.
+Architecture (paper appendix B): ``N_FEATURES x 512 x 256 x 64 x 16 x 1``, i.e.
+``45 x 512 x 256 x 64 x 16 x 1`` for the default cutoff ``r_c = sqrt(13)``; the hidden layers
+use ReLU (the paper's) in kind "force" models and SiLU in kind "energy" models (see
+``ACTIVATIONS``). The grand-canonical density model is :mod:`cdwdata.ml.gcmodel`.
 """
 
 from __future__ import annotations
@@ -38,13 +40,11 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
+from cdwdata.ml.options import KINDS, TARGETS
+from cdwdata.params import HolsteinParams, check_choice, elastic_force, elastic_site_energy
 
 #: Hidden layer widths of the paper's network (appendix B).
 HIDDEN: tuple[int, ...] = (512, 256, 64, 16)
-#: The two kinds of model.
-KINDS = ("force", "energy")
-#: What the network output stands for (see the module docstring).
-TARGETS = ("total", "electronic")
 #: Prefix of the state-dict keys that are NOT saved (the descriptor is code, not weights).
 _DESCRIPTOR_PREFIX = "descriptor."
 
@@ -140,10 +140,8 @@ class ForceModel(nn.Module):
     def __init__(self, kind: str = "force", hidden: Sequence[int] = HIDDEN,
                  n_features: int | None = None, target: str = "total", params=None) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ModelError(f"kind={kind!r} is not a model kind: use one of {KINDS}")
-        if target not in TARGETS:
-            raise ModelError(f"target={target!r} is not a model target: use one of {TARGETS}")
+        check_choice("kind", kind, KINDS)
+        check_choice("target", target, TARGETS)
         desc = _descriptor()
         if n_features is not None and int(n_features) != desc.N_FEATURES:
             raise ModelError(
@@ -161,8 +159,6 @@ class ForceModel(nn.Module):
         self.mlp = MLP(layer_sizes(self.n_features, hidden), self.activation)
         self.target = target
         if target == "electronic":
-            from cdwdata.params import HolsteinParams
-
             p = params or HolsteinParams()
             self.register_buffer("elastic", torch.tensor([p.k, p.kappa], dtype=torch.float64))
 
@@ -183,20 +179,14 @@ class ForceModel(nn.Module):
         """``-k Q_i - kappa sum_{j nn i} Q_j`` for target "electronic", zero for "total"."""
         if self.target == "total":
             return torch.zeros_like(Q)
-        from cdwdata.params import Lattice
-
-        k, kappa = self.elastic.to(Q.dtype)
-        return -k * Q - kappa * Lattice.neighbor_sum(Q)
+        return elastic_force(Q, *self.elastic.to(Q.dtype))
 
     def elastic_site_energy(self, Q: torch.Tensor) -> torch.Tensor:
         """``k Q_i^2 / 2 + kappa Q_i sum_{j nn i} Q_j / 2`` (its gradient is minus
         :meth:`elastic_force`); zero for target "total"."""
         if self.target == "total":
             return torch.zeros_like(Q)
-        from cdwdata.params import Lattice
-
-        k, kappa = self.elastic.to(Q.dtype)
-        return 0.5 * Q * (k * Q + kappa * Lattice.neighbor_sum(Q))
+        return elastic_site_energy(Q, *self.elastic.to(Q.dtype))
 
     # --- the pieces ----------------------------------------------------------------------
     def features(self, Q: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ import numpy as np
 from cdwdata._version import __version__
 from cdwdata.errors import InputError, ModelError
 from cdwdata.ml import modelfile
-from cdwdata.ml.train import TrainData, errors, load_trainset, sigma_fit
+from cdwdata.ml.data import TrainData, load_trainset
+from cdwdata.ml.metrics import errors, errors_by_step, sigma_fit
 
 #: Points drawn in a parity plot at most (a random, seeded subset beyond that).
 MAX_SCATTER = 200_000
@@ -61,16 +62,14 @@ def select_test(ff, td: TrainData, all_quench: bool = False) -> tuple[np.ndarray
 
 
 def _predict(ff, Q: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Forces of ``ff`` and the densities they imply
+    (:meth:`~cdwdata.params.HolsteinParams.density_from_force` with the model's parameters
+    and filling), ``Q (S, L, L)`` -> two float64 arrays of that shape."""
     F, n = [], []
     for i in range(0, len(Q), chunk):
         Fi = ff.forces(Q[i:i + chunk])
         F.append(Fi)
-        if ff.params.g != 0:
-            from cdwdata.ed import elastic_force
-
-            n.append((Fi - elastic_force(Q[i:i + chunk], ff.params)) / ff.params.g + 0.5)
-        else:
-            n.append(np.full_like(Fi, ff.f))
+        n.append(ff.params.density_from_force(Fi, Q[i:i + chunk], ff.f))
     return np.concatenate(F), np.concatenate(n)
 
 
@@ -109,26 +108,6 @@ def _by_store(F_ml: np.ndarray, td: TrainData, pos: np.ndarray) -> list[dict[str
             entry.update(errors_by_step(F_ml[mine], td.F[p], td.step[p], td.source[p]))
         out.append(entry)
     return out
-
-
-def errors_by_step(F_ml: np.ndarray, F_ex: np.ndarray, step: np.ndarray,
-                   source: np.ndarray) -> dict[str, Any]:
-    """Force RMSE of the quench snapshots per Langevin step, and over the last third.
-
-    After a hot start (temperature 5) the lattice cools towards T at the damping rate, so
-    the first steps of a quench are a hot transient and the last third is closest to the
-    coarsening regime the ML dynamics is used for; both are reported.
-    """
-    q = (source == "quench") & (step >= 0)  # step -1: a snapshot of unknown time
-    if not q.any():
-        return {}
-    steps = np.unique(step[q])
-    d2 = (F_ml - F_ex) ** 2
-    by_step = [{"step": int(s), "rmse": float(np.sqrt(d2[q & (step == s)].mean()))}
-               for s in steps]
-    late = q & (step >= steps.max() * 2 / 3)
-    return {"force_by_step": by_step, "late_steps": [int(step[late].min()), int(steps.max())],
-            "force_late": errors(F_ml[late], F_ex[late])}
 
 
 def _plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,

@@ -258,19 +258,8 @@ def _fill(argv, paths: Paths) -> list[str]:
     return out
 
 
-def _catalog_available() -> bool:
-    try:
-        import cdwdata.catalog  # noqa: F401
-        import cdwdata.commands.catalog  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
 def test_cli_refuses_bad_input(case: Case, paths: Paths, cdw, monkeypatch):
-    if case.argv[0] == "catalog" and not _catalog_available():
-        pytest.skip("cdwdata.catalog has not landed yet")
     argv = _fill(case.argv, paths)
     before = {name: tree_hash(paths[name]) for name in case.untouched}
     if case.no_cluster:
@@ -481,8 +470,6 @@ def test_full_disk_while_creating_the_store_leaves_nothing_or_a_resumable_store(
 
 
 def test_catalog_entry_pointing_at_a_missing_store(tmp_path, tiny_store):
-    if not _catalog_available():
-        pytest.skip("cdwdata.catalog has not landed yet")
     from cdwdata import catalog
     from cdwdata.errors import CatalogError
 

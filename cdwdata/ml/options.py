@@ -1,0 +1,22 @@
+"""The choices of the canonical ML force field: model kinds, targets, losses and schedules.
+
+No torch import here, so that ``cdw train --help`` lists the choices from the library without
+loading torch. :mod:`cdwdata.ml.model` and :mod:`cdwdata.ml.train` check their arguments
+against these tuples.
+"""
+
+from __future__ import annotations
+
+#: The two kinds of canonical model: direct force regression (the paper) and
+#: Behler-Parrinello site energies (see :mod:`cdwdata.ml.model`).
+KINDS = ("force", "energy")
+#: What the network output stands for: the total force (the paper) or only the electronic
+#: force ``g (n - 1/2)``, the exact elastic force being added.
+TARGETS = ("total", "electronic")
+#: Learning-rate schedules of :func:`cdwdata.ml.train.train`.
+SCHEDULES = ("plateau", "cosine", "none")
+#: Loss functions: the paper's mean square error, or Huber (quadratic within ``huber_delta``
+#: of the label, linear beyond), which does not let the few sites whose exact force is set by
+#: the global chemical potential (domain-wall levels at mu; no local model can predict them,
+#: see benchmarks/locality.py) dominate the fit of all the others.
+LOSSES = ("mse", "huber")
