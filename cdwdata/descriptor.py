@@ -614,7 +614,7 @@ def features_torch(Q: torch.Tensor) -> torch.Tensor:
 
 
 def features(Q: Any) -> Any:
-    """Descriptor features, the contract's entry point (CONTRACT.md section 2).
+    """Descriptor features, the public entry point (docs/conventions.md).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Langevin dynamics of the lattice (paper eq. 2) as small named sub-steps.
 
 One step is velocity Verlet followed by an exact Ornstein-Uhlenbeck velocity update
-(CONTRACT.md section 1)::
+(docs/conventions.md, "Langevin dynamics")::
 
     Q  <- Q + v dt + F/(2m) dt^2                      drift
     F' <- F(Q)                                          force
@@ -23,10 +23,7 @@ from typing import Any
 import torch
 
 from cdwdata import noise
-from cdwdata.params import HolsteinParams, check_temperature
-
-#: Temperature of the random "hot start" state (CONTRACT.md: Q ~ N(0, 5/kappa), v ~ N(0, 5/m)).
-HOT_START_T = 5.0
+from cdwdata.params import HOT_START_T, HolsteinParams, check_temperature
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ def _finite(name: str, value: Any) -> float:
     return out
 
 
+#: Temperature of the random "hot start" state (docs/conventions.md: Q ~ N(0, T/kappa),
+#: v ~ N(0, T/m) with T = 5).
+HOT_START_T = 5.0
+
+
 @dataclass(frozen=True)
 class HolsteinParams:
     """Parameters of the semiclassical Holstein model (paper eq. 1) and its Langevin dynamics.

@@ -29,7 +29,7 @@ import numpy as np
 from cdwdata import schema, store
 from cdwdata._version import __version__
 from cdwdata.errors import BlowUpError, ParameterError, StoreError
-from cdwdata.params import HolsteinParams, check_filling, check_size, check_temperature
+from cdwdata.params import HOT_START_T, HolsteinParams, check_filling, check_size, check_temperature
 
 DEFAULT_FRAME_VARS = (schema.Q, schema.V, schema.N, schema.FORCE)
 #: Frame variables of ML ensembles (``cdw quench``): what the analysis needs.
@@ -116,7 +116,7 @@ class QuenchConfig:
     frame_dtype: str = "float64"
     device: str = "cpu"
     compute_dtype: str = "float64"
-    hot_start_T: float = 5.0
+    hot_start_T: float = HOT_START_T
     precision: str = "float32"
 
     def __post_init__(self) -> None:
@@ -219,7 +219,7 @@ class QuenchConfig:
                 frame_dtype=attrs.get("frame_dtype", "float64"),
                 device=attrs.get("device", "cpu"),
                 compute_dtype=attrs.get("compute_dtype", "float64"),
-                hot_start_T=attrs.get("hot_start_T", 5.0),
+                hot_start_T=attrs.get("hot_start_T", HOT_START_T),
                 precision=attrs.get("precision", "float32"))
         except KeyError as err:
             raise StoreError(f"trajectory store attrs lack {err}; it was not made by "

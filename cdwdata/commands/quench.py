@@ -10,6 +10,7 @@ larger ``--runs``) adds runs without touching the existing ones.
 from __future__ import annotations
 
 from cdwdata.commands import add_store_mode, command_line
+from cdwdata.ml.options import COMPUTE_DTYPES, PRECISIONS
 
 #: Defaults of a new store (``--resume`` takes them from the store instead): a laptop-sized
 #: job (a few minutes on 2 cores); the paper's 200x200, 20000-step runs are the pipeline's
@@ -40,12 +41,12 @@ def configure(p) -> None:
                    "'ed' (exact diagonalisation, small L only) or 'tdgl' (toy)")
     p.add_argument("--frame-vars", nargs="+", choices=["Q", "v", "n", "F"],
                    help="variables stored every frame (default: Q n)")
-    p.add_argument("--frame-dtype", choices=["float32", "float64"],
+    p.add_argument("--frame-dtype", choices=COMPUTE_DTYPES,
                    help="storage dtype of frames (default float32; checkpoints are float64)")
-    p.add_argument("--dtype", choices=["float32", "float64"],
+    p.add_argument("--dtype", choices=COMPUTE_DTYPES,
                    help="compute dtype of the hot loop (default float32 for ML models, "
                    "float64 for ed/tdgl)")
-    p.add_argument("--precision", choices=["float32", "bf16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="hidden layers of the grand-canonical model in float32 (default) or "
                         "bf16 (the layers that see mu and the output stay float32)")
     p.add_argument("--device", help="torch device of the hot loop: cpu (default) or cuda "

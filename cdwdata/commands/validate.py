@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cdwdata.ml.options import PRECISIONS
+
 
 def configure(p) -> None:
     p.add_argument("model", metavar="MODEL", help="shipped model name or model path")
@@ -16,7 +18,7 @@ def configure(p) -> None:
     p.add_argument("--every", type=int, default=1, help="with --heldout: every N-th frame")
     p.add_argument("--runs", type=int, nargs="+", default=None,
                    help="with --heldout: only these runs (default all written frames)")
-    p.add_argument("--precision", choices=["float32", "bf16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="with --heldout: hidden-layer precision of a grand-canonical model")
     p.add_argument("--out", default=None,
                    help="folder for the report and PNGs (default: next to the model card)")

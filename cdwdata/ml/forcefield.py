@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cdwdata.errors import ModelError
+from cdwdata.errors import ModelError, ParameterError
 from cdwdata.forcefields import ForceField
 from cdwdata.ml import modelfile
 from cdwdata.params import HolsteinParams, check_filling, check_lattice_shape
@@ -60,13 +60,14 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 def _dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.float64):
-            raise ModelError(f"dtype={dtype} is not supported: use torch.float32 or float64")
+            raise ParameterError(f"dtype={dtype} is not supported: use torch.float32 or "
+                                 "float64")
         return dtype
     try:
         return _DTYPES[str(dtype)]
     except KeyError:
-        raise ModelError(f"dtype={dtype!r} is not supported: use 'float32' or 'float64'") \
-            from None
+        raise ParameterError(f"dtype={dtype!r} is not supported: use 'float32' or "
+                             "'float64'") from None
 
 
 def _device(device) -> torch.device:
@@ -140,12 +141,7 @@ class MLForceField(ForceField):
         ``n_i = f`` exactly (translation invariance), which is what is returned.
         """
         F = self.predict(Q).to(device=Q.device, dtype=Q.dtype)
-        if self.params.g == 0:
-            return F, torch.full_like(F, self.f)
-        from cdwdata.ed import elastic_force
-
-        n = (F - elastic_force(Q.detach(), self.params)) / self.params.g + 0.5
-        return F, n
+        return F, self.params.density_from_force(F, Q.detach(), self.f)
 
     def density(self, Q: Any):
         """Local density ``(F - F_elastic)/g + 1/2`` for numpy ``Q (..., L, L)``."""

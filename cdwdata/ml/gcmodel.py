@@ -1,7 +1,8 @@
 """Grand-canonical ML model: local densities n_i(neighbourhood; mu, T) and the filling equation.
 
 At fixed chemical potential ``mu`` and electron temperature ``T`` the local density is a
-local function of the lattice (CONTRACT.md section 1); the filling is one global equation
+local function of the lattice (measured: benchmarks/README.md, "Locality at fixed mu"); the
+filling is one global equation
 ``sum_i n_i(mu) = f N`` for mu. The model learns the local map and solves the equation.
 
 How mu and T enter

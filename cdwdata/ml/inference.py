@@ -27,11 +27,10 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
+from cdwdata.ml.options import PRECISIONS
 
 #: Sites per chunk of a CPU evaluation (the chunk's activations stay in cache).
 CPU_CHUNK = 2048
-#: Precisions of the hidden layers at inference.
-PRECISIONS = ("float32", "bf16")
 
 
 class DensityPlan:

@@ -77,7 +77,7 @@ def errors_by_step(F_ml: np.ndarray, F_ex: np.ndarray, step: np.ndarray,
                    source: np.ndarray) -> dict[str, Any]:
     """Force RMSE of the quench snapshots per Langevin step, and over the last third.
 
-    After a hot start (at :data:`cdwdata.dynamics.HOT_START_T`) the lattice cools towards T
+    After a hot start (at :data:`cdwdata.params.HOT_START_T`) the lattice cools towards T
     at the damping rate, so the first steps of a quench are a hot transient and the last
     third is closest to the coarsening regime the ML dynamics is used for; both are reported.
     """

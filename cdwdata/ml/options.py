@@ -20,3 +20,8 @@ SCHEDULES = ("plateau", "cosine", "none")
 #: the global chemical potential (domain-wall levels at mu; no local model can predict them,
 #: see benchmarks/locality.py) dominate the fit of all the others.
 LOSSES = ("mse", "huber")
+#: Compute dtypes of a force field's hot loop.
+COMPUTE_DTYPES = ("float32", "float64")
+#: Precisions of the hidden layers of a grand-canonical model at inference
+#: (:mod:`cdwdata.ml.inference`).
+PRECISIONS = ("float32", "bf16")
