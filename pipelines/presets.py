@@ -4,7 +4,7 @@ A preset is the whole definition of a reproduction run. Every value in it is wri
 ``pipeline.json`` and, as the JSON attr ``pipeline_config``, into every store the pipeline
 makes (STYLE principle 9), so a store alone says which pipeline settings produced it.
 
-Three presets are built in:
+Four presets are built in:
 
 * ``small``: the whole chain on a 2-core laptop in about two minutes (tiny lattices, a
   handful of ED samples, 3 epochs, a few hundred Langevin steps). Its numbers are a smoke
@@ -12,6 +12,8 @@ Three presets are built in:
 * ``full``: the paper's scale (40x40 ED training sets of 600 snapshots per filling, 200x200
   quenches of 20 000 steps, 40x40 ML vs ED correlations over 30 runs) for a GPU node or a
   Dask cluster.
+* ``paper``: the paper's quench scale (200x200, t = 1000, 4 runs per cell) with the shipped
+  grand-canonical model, for a long CPU job or a GPU.
 * ``cpu``: what one 2-core CPU can do in about half an hour with the shipped models
   (64x64 quenches of 6000 steps; C(r, t) against the training set's ED quenches). Its
   results are shipped in ``cdwdata/results/paper-cpu``.
@@ -222,7 +224,26 @@ CPU = Preset(
                    "an ED job; the f-scan alone took 19 min)"),
 )
 
-PRESETS = {"small": SMALL, "full": FULL, "cpu": CPU}
+PAPER = Preset(
+    name="paper",
+    description=("the paper's quench scale with the shipped grand-canonical model, run with "
+                 "--use-shipped-models: 200x200 ML quenches of 20000 steps (t = 1000), frames "
+                 "every 100 steps, 4 runs per cell (T = 0.1, 0.2, 0.3 at f = 0.5; f = 0.5, "
+                 "0.4, 0.3 at T = 0.1), alpha fitted over t = 100..1000; ML vs ED C(r, t) on "
+                 "40x40 against the held-out ED-Langevin quenches "
+                 "(data/ed-quench-heldout-L40.zarr, README 'The force field')"),
+    trainset=CPU.trainset,
+    training=CPU.training,
+    quench=QuenchStage(L=200, steps=20000, save_every=100, runs=4, seed=0),
+    analysis=AnalysisStage(fit_steps=(2000, 20000), n_boot=500),
+    correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=4, steps=2000,
+                                 save_every=20, show_steps=(200, 1000, 2000), seed=1001,
+                                 ed_store="data/ed-quench-heldout-L40.zarr"),
+    expected_time=("1.6e10 site-steps: hours on a 2-core CPU (benchmarks/README.md, whole "
+                   "Langevin steps), minutes on one GPU; resumable stage by stage"),
+)
+
+PRESETS = {"small": SMALL, "full": FULL, "cpu": CPU, "paper": PAPER}
 
 _SECTIONS = {"trainset": TrainsetStage, "training": TrainingStage, "quench": QuenchStage,
              "analysis": AnalysisStage, "correlation": CorrelationStage}
