@@ -342,7 +342,7 @@ class _Torch:
 def _expand(ops, Qflat, L, a, b, coef, blocks, p):
     """``sum_k c_k [T_k(H~) V]_(i, colour(i))`` for one chunk of configurations and each
     colouring in ``blocks`` (a list of ``(colours (L, L), n_colours)``), in one pass whose
-    probe block holds every colouring's vectors side by side. Returns a list of (B*N,) arrays."""
+    probe block holds every colouring's vectors side by side. Returns a list of (B, N) arrays."""
     B, N = Qflat.shape
     indptr, cols, vals = _block_csr_parts(Qflat, L, a, b, p)
     A = ops.matrix(indptr, cols, vals, B * N)
@@ -356,18 +356,18 @@ def _expand(ops, Qflat, L, a, b, coef, blocks, p):
         gathers.append((ops.index(rows), ops.index(col_of)))
         start += nc
     V0 = ops.array(V0)
-    c = ops.array(np.repeat(coef, N, axis=0))  # (B*N, M): coefficient of each site's config
+    c = ops.array(coef)  # (B, M); site values are gathered as (B, N) and scaled per config
     M = coef.shape[-1]
-    acc = [c[:, 0] * V0[r, k] for r, k in gathers]
+    acc = [c[:, 0:1] * V0[r, k].reshape(B, N) for r, k in gathers]
     V1 = ops.matmul(A, V0)
     for j, (r, k) in enumerate(gathers):
-        acc[j] += c[:, 1] * V1[r, k]
+        acc[j] += c[:, 1:2] * V1[r, k].reshape(B, N)
     for m in range(2, M):
         V2 = ops.matmul(A, V1)
         V2 *= 2.0
         V2 -= V0
         for j, (r, k) in enumerate(gathers):
-            acc[j] += c[:, m] * V2[r, k]
+            acc[j] += c[:, m:m + 1] * V2[r, k].reshape(B, N)
         V0, V1 = V1, V2
     return [ops.to_numpy(x) for x in acc]
 
