@@ -151,10 +151,10 @@ def test_torch_backend_on_cpu_matches_scipy():
     np.testing.assert_allclose(nt.numpy(), ref, atol=1e-10)
 
 
+@pytest.mark.requires_cuda
 def test_cuda_matches_cpu():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+    import torch
+
     Q = _config(16, 9)
     ref = kpm.density(Q, 0.5, 0.1, tol=1e-6)
     n = kpm.density(torch.as_tensor(Q, device="cuda"), 0.5, 0.1, tol=1e-6)
