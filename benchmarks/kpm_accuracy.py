@@ -61,8 +61,8 @@ def snapshots(store: str | None, L: int, fillings) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", default=str(ROOT.parent / "main" / "data" /
-                                           "ed-quench-heldout-L40.zarr"))
+    ap.add_argument("--store", default=str(ROOT / "data" / "ed-quench-heldout-L40.zarr"),
+                    help="held-out ED-Langevin quench store, 40x40 (opened read-only)")
     ap.add_argument("--T", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     ap.add_argument("--f", type=float, nargs="+", default=[0.5, 0.4, 0.3])
     ap.add_argument("--tols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])

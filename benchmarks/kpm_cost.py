@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=["scipy", "torch"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--full", type=int, default=200, help="L of the full snapshot (0: skip)")
-    ap.add_argument("--store", default=str(ROOT.parent / "main" / "data" /
-                                           "ed-quench-heldout-L40.zarr"))
+    ap.add_argument("--store", default=str(ROOT / "data" / "ed-quench-heldout-L40.zarr"),
+                    help="held-out ED-Langevin quench store, 40x40 (opened read-only)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes for the test suite")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
