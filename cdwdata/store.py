@@ -191,6 +191,17 @@ def create_trajectory(path, layout: TrajectoryLayout, seeds: np.ndarray, attrs: 
                                                 consolidated=False, encoding=encoding))
 
 
+def save_dataset(ds, path, overwrite: bool = False) -> None:
+    """Write a small, fully computed Dataset (a report) as a new zarr store at ``path``.
+
+    Refuses an existing ``path`` unless ``overwrite`` (StoreError, data untouched); the store
+    appears complete or not at all (built in a temporary sibling, then renamed).
+    """
+    path = _make_room(path, overwrite)
+    _atomic_create(path, lambda tmp: ds.to_zarr(tmp, mode="w-", zarr_format=3,
+                                                consolidated=False))
+
+
 def layout_attrs(layout: TrajectoryLayout) -> dict[str, Any]:
     """The layout as store attrs (so a store alone says its shape)."""
     return {"L": layout.L, "steps": layout.steps, "save_every": layout.save_every,
