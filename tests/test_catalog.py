@@ -400,20 +400,20 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
         # one shipped model: the grand-canonical one, whose card the entry describes
         models = catalog.search(cat, kind="model")
-        assert list(models) == ["holstein-gc-v3"], path
-        meta = catalog.metadata(cat, "holstein-gc-v3")
-        card = models["holstein-gc-v3"].read()
-        assert isinstance(card, dict) and card["name"] == meta["model"] == "holstein-gc-v3"
+        assert list(models) == ["holstein-gc-v5"], path
+        meta = catalog.metadata(cat, "holstein-gc-v5")
+        card = models["holstein-gc-v5"].read()
+        assert isinstance(card, dict) and card["name"] == meta["model"] == "holstein-gc-v5"
         assert (meta["model_kind"], meta["grand_canonical"]) == ("density", True)
         assert meta["f"] == meta["f_range"] == card["filling_range"]
         assert meta["T"] == meta["T_range"] == card["temperature_range"]
         assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
-        assert catalog.path_of(cat, "holstein-gc-v3") == \
-            (Path(catalog.__file__).resolve().parent / "ml" / "models" / "holstein-gc-v3.json")
+        assert catalog.path_of(cat, "holstein-gc-v5") == \
+            (Path(catalog.__file__).resolve().parent / "ml" / "models" / "holstein-gc-v5.json")
         # it runs at every filling the results were made at (holstein-f0.3 ... are names for
         # it at a filling), and at no filling outside its range
         for f in (0.3, 0.4, 0.5):
-            assert list(catalog.search(cat, kind="model", f=f, T=0.1)) == ["holstein-gc-v3"]
+            assert list(catalog.search(cat, kind="model", f=f, T=0.1)) == ["holstein-gc-v5"]
         assert not catalog.search(cat, kind="model", f=0.6)
         assert not catalog.search(cat, kind="model", T=0.5)
         # the f-scan results were made with the earlier canonical model of each filling,
@@ -423,7 +423,7 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
             kinds = sorted(catalog.metadata(found, n)["kind"] for n in found)
             assert kinds.count("domain-size") >= 1 and "model" not in kinds, (f, kinds)
         row = catalog.table(models, columns=("model_kind", "f", "T")).splitlines()[1].split()
-        assert row == ["holstein-gc-v3", "density", "0.25..0.55", "0.1..0.3"]
+        assert row == ["holstein-gc-v5", "density", "0.25..0.55", "0.1..0.3"]
 
 
 def test_grand_canonical_model_cards_cover_ranges(cat_path, tmp_path):
