@@ -34,6 +34,7 @@ from cdwdata import noise, store
 from cdwdata._version import __version__
 from cdwdata.errors import ParameterError, StoreError
 from cdwdata.params import HolsteinParams, check_size, check_temperature
+from cdwdata.storelock import writes_store
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def label_task(path: str, config: GCSetConfig, samples: list[int]) -> int:
     return count
 
 
+@writes_store()
 def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = False,
              command: str | None = None, progress: bool = True, samples_per_task: int = 4,
              scheduler: str | None = None, n_workers: int | None = None) -> str:

@@ -31,6 +31,7 @@ from cdwdata._version import __version__
 from cdwdata.errors import ParameterError
 from cdwdata.params import HolsteinParams, check_filling, check_size, check_temperature
 from cdwdata.quench import QuenchConfig, is_ml
+from cdwdata.storelock import writes_store
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def collect_quench_samples(path, config: TrainsetConfig) -> int:
     return copied
 
 
+@writes_store(also=lambda path: quench_store_path(path))
 def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
              overwrite: bool = False, command: str | None = None, progress: bool = True,
              samples_per_task: int = 4, scheduler: str | None = None,
