@@ -181,11 +181,8 @@ def configuration(config: GCSetConfig, plan: dict[str, np.ndarray], sample: int)
         tc = TrainsetConfig(L=config.L, fillings=(0.5,), n_random=1, quench_runs=0,
                             random_sigma=config.random_sigma, seed=config.seed)
         return random_configuration(tc, 0.5, int(plan["run"][sample]))
-    import zarr
-
-    g = zarr.open_group(str(plan["origin"][sample]), mode="r")
     idx = tuple(int(plan[k][sample]) for k in ("it", "jf", "run", "frame"))
-    return np.asarray(g["Q"][idx], dtype=float)
+    return store.read_array(plan["origin"][sample], "Q", idx).astype(float)
 
 
 def label(config: GCSetConfig, Q: np.ndarray, sample: int, f0: float) -> dict[str, np.ndarray]:

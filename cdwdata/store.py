@@ -743,7 +743,13 @@ class VerifyReport:
 
 
 def _first_line(err: BaseException) -> str:
+    """A short reason for a chunk that does not decode."""
     text = str(err).splitlines()[0] if str(err) else ""
+    if "checksum" in text.lower():
+        return "checksum mismatch"
+    if "zstd" in text.lower() or "decompress" in text.lower():
+        return "cannot be decompressed (truncated?)"
+    text = text if len(text) <= 80 else text[:77] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
