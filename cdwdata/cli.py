@@ -66,8 +66,12 @@ def error_message(err: BaseException, args: argparse.Namespace | None = None) ->
     if err.filename is not None:
         msg += f": {err.filename}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        from pathlib import Path
+
+        out = getattr(args, "out", None)
+        resumable = hasattr(args, "resume") and out is not None and Path(out).exists()
         again = "rerun with --resume to continue from the last complete frame" \
-            if hasattr(args, "resume") else "rerun"
+            if resumable else "rerun"
         msg += f"; free some disk space, then {again}"
     return msg
 

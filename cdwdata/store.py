@@ -287,8 +287,12 @@ def _atomic_create(path: Path, write) -> None:
         write(tmp)
         os.rename(tmp, path)
     except OSError as err:
+        import errno
+
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StoreError(f"cannot create {path}: {err.strerror or err}") from err
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise StoreError(f"cannot create {path}: {err.strerror or err}"
+                         + ("; free some disk space, then rerun" if full else "")) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
