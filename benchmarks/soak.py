@@ -241,6 +241,7 @@ def start(job: Job, resume: bool, cwd: Path, log: Path, overwrite: bool = False
     argv = job.argv(resume=resume) + (["--overwrite"] if overwrite else [])
     with open(log, "ab") as fh:
         fh.write(f"\n$ cdw {' '.join(argv)}\n".encode())
+        fh.flush()
         return subprocess.Popen([sys.executable, "-m", "cdwdata.cli", *argv],
                                 cwd=cwd, env=cdw_env(), stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -567,6 +568,7 @@ def damage(path: Path, n: int, rng: np.random.Generator) -> list[tuple[str, tupl
 def _cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
     with open(log, "ab") as fh:
         fh.write(f"\n$ cdw {' '.join(argv)}\n".encode())
+        fh.flush()
         return subprocess.run([sys.executable, "-m", "cdwdata.cli", *argv], cwd=cwd,
                               env=cdw_env(), stdout=fh, stderr=subprocess.STDOUT,
                               timeout=timeout, check=False).returncode
