@@ -236,6 +236,7 @@ def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = 
             if json.dumps(got.get(key)) != json.dumps(attrs[key]):
                 raise StoreError(f"cannot resume {path}: it was made with {key}={got.get(key)!r}"
                                  f", this run asks for {attrs[key]!r}")
+        store.repair_samples_for_resume(path)  # damaged samples are computed again
     else:
         plan = config.plan()
         if not len(plan["source"]):

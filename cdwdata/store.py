@@ -707,6 +707,8 @@ class Damage:
         Index of the trajectory run the damage belongs to (None: not one run's).
     frame : int or None
         Frame index of frame data (None for markers and checkpoints).
+    sample : tuple of int or None
+        Index of the training-set sample (``sample_done``) the damage belongs to.
     """
 
     variable: str
@@ -714,6 +716,7 @@ class Damage:
     problem: str
     cell: tuple[int, int, int] | None = None
     frame: int | None = None
+    sample: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
         loc = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -884,12 +887,15 @@ def _marker_damage(root: Path, g, marker: str, skip: set[str], report: VerifyRep
             coords = tuple(int(i) // c for i, c in zip(idx, arr.chunks, strict=False))
             report.chunks += 1
             if not _chunk_exists(root, arr, (*coords, *tail)):
-                report.damage.append(Damage(name, dict(zip(dims, map(int, idx), strict=True)),
-                                            "chunk missing"))
+                index = tuple(int(i) for i in idx)
+                report.damage.append(Damage(name, dict(zip(dims, index, strict=True)),
+                                            "chunk missing", sample=index))
 
 
-def _read_all(g, names: Iterable[str], report: VerifyReport) -> None:
-    """Decode every existing chunk of ``names``; name the chunks that fail."""
+def _read_all(g, names: Iterable[str], report: VerifyReport,
+              marker_dims: tuple[str, ...] = ()) -> None:
+    """Decode every existing chunk of ``names``; name the chunks that fail (with the sample
+    they belong to when an array is chunked one sample at a time along ``marker_dims``)."""
     for name in names:
         arr = g[name]
         dims = tuple(arr.metadata.dimension_names or ()) or \
@@ -905,9 +911,13 @@ def _read_all(g, names: Iterable[str], report: VerifyReport) -> None:
             try:
                 np.asarray(arr[sl])
             except Exception as err:
+                n = len(marker_dims)
+                per_sample = n and dims[:n] == marker_dims and all(
+                    c == 1 for c in arr.chunks[:n])
                 report.damage.append(Damage(
                     name, {d: s.start for d, s in zip(dims, sl, strict=True)},
-                    f"unreadable chunk ({_first_line(err)})"))
+                    f"unreadable chunk ({_first_line(err)})",
+                    sample=tuple(s.start for s in sl[:n]) if per_sample else None))
 
 
 def verify(path, read: bool = True) -> VerifyReport:
@@ -934,10 +944,33 @@ def verify(path, read: bool = True) -> VerifyReport:
         _trajectory_damage(root, g, read, report)
         checked = {schema.FRAMES_DONE, schema.MU, *g.attrs.get("frame_vars", []),
                    *_ckpt_names(g).values()}
-    elif SAMPLE_DONE in names:
+    marker_dims: tuple[str, ...] = ()
+    if kind != "trajectory" and SAMPLE_DONE in names:
         _marker_damage(root, g, SAMPLE_DONE, set(), report)
+        marker_dims = tuple(g[SAMPLE_DONE].metadata.dimension_names or ())
     if read:
-        _read_all(g, [n for n in names if n not in checked], report)
+        _read_all(g, [n for n in names if n not in checked], report, marker_dims)
+    return report
+
+
+def repair_samples_for_resume(path) -> VerifyReport:
+    """:func:`verify` a training set and clear ``sample_done`` of its damaged samples, so a
+    resume recomputes them (samples are deterministic); StoreDamagedError for damage that is
+    not one sample's (coordinates, the marker itself)."""
+    report = verify(path)
+    if report.ok:
+        return report
+    foreign = [d for d in report.damage if d.sample is None]
+    if foreign:
+        raise StoreDamagedError(f"{path}: {foreign[0]}; this is not part of one sample, so "
+                                "--resume cannot recompute it: replace the store with "
+                                "--overwrite")
+    samples = sorted({d.sample for d in report.damage})
+    g = _group(path, "r+")
+    for index in samples:
+        g[SAMPLE_DONE][index] = 0
+    log.warning("%s: %d damaged chunk(s), first %s; recomputing %d sample(s)", path,
+                len(report.damage), report.damage[0], len(samples))
     return report
 
 

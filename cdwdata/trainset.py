@@ -270,6 +270,7 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
             if json.dumps(got.get(key, "ed")) != json.dumps(attrs[key]):
                 raise store.StoreError(f"cannot resume {path}: it was made with {key}="
                                        f"{got.get(key)!r}, this run asks for {attrs[key]!r}")
+        store.repair_samples_for_resume(path)  # damaged samples are computed again
     else:
         store.create_trainset(path, config.L, config.fillings, sources, runs, steps, config.T,
                               attrs, overwrite=overwrite)

@@ -221,3 +221,24 @@ def test_analyze_of_a_store_being_written_says_how_many_frames_it_used(sound, cd
     assert rc == 0
     assert "frames used: 4 of 7" in out
     assert store.read_attrs(tmp_path / "a" / "domain-size.zarr")["frames_used"] == 4
+
+
+def test_training_set_resume_recomputes_damaged_samples(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from cdwdata.trainset import TrainsetConfig, generate
+
+    config = TrainsetConfig(L=4, fillings=(0.5, 0.4), T=0.1, n_random=4, quench_runs=0)
+    ref, path = tmp_path / "ref.zarr", tmp_path / "ts.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        generate(ref, config, client=client, progress=False)
+        shutil.copytree(ref, path)
+        (path / "F" / "c" / "1" / "2" / "0" / "0").unlink()  # f = 0.4, sample 2
+        flip_bits(path / "n" / "c" / "0" / "3" / "0" / "0", 20, 51)  # f = 0.5, sample 3
+        report = store.verify(path)
+        assert sorted(d.sample for d in report.damage) == [(0, 3), (1, 2)]
+        assert "F at (f=1, sample=2): chunk missing" in [str(d) for d in report.damage]
+        generate(path, config, client=client, progress=False, resume=True)
+    assert store.verify(path).ok
+    soak.compare_stores(path, ref)
