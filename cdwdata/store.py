@@ -784,6 +784,10 @@ def _implausible(name: str, values: np.ndarray, finite: bool = True) -> str | No
     return None
 
 
+#: Frames of one run decoded per read by :func:`verify`.
+_READ_FRAMES = 32
+
+
 def _trajectory_damage(root: Path, g, read: bool, report: VerifyReport) -> None:
     attrs = dict(g.attrs)
     Ts, fs = list(attrs.get("temperatures", [])), list(attrs.get("fillings", []))
@@ -831,12 +835,15 @@ def _trajectory_damage(root: Path, g, read: bool, report: VerifyReport) -> None:
             report.chunks += len(want)
             if not read or not have:
                 continue
-            try:
-                block = np.asarray(arr[(*cell, slice(0, max(have) + 1))])
-                bad = [j for j in have if _implausible(name, block[j],
-                                                       finite=name != schema.MU)]
-            except Exception:  # locate the chunk(s) that fail
-                bad = have
+            bad = []
+            for lo in range(0, max(have) + 1, _READ_FRAMES):  # bounded memory per read
+                part = [j for j in have if lo <= j < lo + _READ_FRAMES]
+                try:
+                    block = np.asarray(arr[(*cell, slice(lo, lo + _READ_FRAMES))])
+                    bad += [j for j in part if _implausible(name, block[j - lo],
+                                                            finite=name != schema.MU)]
+                except Exception:  # locate the chunk(s) that fail
+                    bad += part
             for j in bad:
                 try:
                     problem = _implausible(name, np.asarray(arr[(*cell, j)]),
