@@ -31,8 +31,9 @@ def test_ctrl_c_prints_one_line(command, tmp_path):
     """Ctrl-C in a terminal sends SIGINT to the whole process group (driver and, for
     ``cdw quench``, the Dask worker processes): one line, exit code 130."""
     out = tmp_path / "q.zarr"
-    proc = subprocess.Popen([sys.executable, "-m", "cdwdata.cli", *command, "--no-progress",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "cdwdata.cli",
+                             *command, "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=soak.cdw_env(), start_new_session=True, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -40,7 +41,11 @@ def test_ctrl_c_prints_one_line(command, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # show where it hangs (faulthandler on SIGABRT)
+            os.kill(proc.pid, signal.SIGABRT)
+            pytest.fail("no exit after Ctrl-C:\n" + proc.communicate(timeout=30)[1][-5000:])
     finally:
         if proc.poll() is None:
             soak.kill_group(proc)
