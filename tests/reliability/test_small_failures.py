@@ -44,8 +44,11 @@ def test_ctrl_c_prints_one_line(command, tmp_path):
         try:
             _, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:  # show where it hangs (faulthandler on SIGABRT)
+            status = open(f"/proc/{proc.pid}/status").read()
             os.kill(proc.pid, signal.SIGABRT)
-            pytest.fail("no exit after Ctrl-C:\n" + proc.communicate(timeout=30)[1][-5000:])
+            masks = [line for line in status.splitlines() if line.startswith("Sig")]
+            pytest.fail(f"no exit after Ctrl-C ({masks}):\n"
+                        + proc.communicate(timeout=30)[1][-5000:])
     finally:
         if proc.poll() is None:
             soak.kill_group(proc)
