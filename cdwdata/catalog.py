@@ -572,7 +572,7 @@ def _relative_url(target: Path, catalog_dir: Path) -> str:
 def _store_reader(path: Path, catalog_dir: Path, meta: dict[str, Any]):
     from cdwdata import store
 
-    private = store.private_variables(path)  # checkpoints of stores made before 0.2
+    private = store.private_variables(path)  # checkpoints of stores of earlier versions
     kwargs: dict[str, Any] = {"chunks": {}, "consolidated": False,
                               "zarr_format": store.zarr_format(path)}
     if private:

@@ -10,8 +10,8 @@ Trajectory store (one per ensemble), dims ``(T, f, run, step, x, y)``:
   resumes exactly even when only some variables are stored per frame. Frame k goes to slot
   ``k % 2``; its ``step`` is written after its data, and ``frames_done`` after that, so a kill
   at any moment leaves a consistent (frames_done, checkpoint) pair. Being a subgroup, it stays
-  out of ``xr.open_zarr(path)`` (stores made before 0.2 keep it as root arrays ``ckpt_*``,
-  which :func:`open_dataset` drops).
+  out of ``xr.open_zarr(path)`` (stores made by earlier versions keep it as root arrays
+  ``ckpt_*``, which :func:`open_dataset` drops; they resume as before).
 
 Every chunk of a store written by this module carries a CRC-32C checksum (zarr's
 ``crc32c`` codec after the compressor), so a flipped bit or a truncated chunk fails to read

@@ -22,6 +22,13 @@ from cdwdata.errors import CatalogError, ModelError
 pytestmark = pytest.mark.reliability
 
 
+def _as_from_a_terminal() -> None:
+    """Default SIGINT handling in the child, as a shell in a terminal starts commands (a test
+    run started in the background, ``pytest &``, ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.parametrize("command", [
     ["ed-quench", "--L", "8", "--runs", "2", "--steps", "20000", "--save-every", "10"],
     ["quench", "--model", "ed", "--L", "8", "--runs", "2", "--steps", "20000",
@@ -34,7 +41,8 @@ def test_ctrl_c_prints_one_line(command, tmp_path):
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "cdwdata.cli",
                              *command, "--no-progress", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=soak.cdw_env(), start_new_session=True, text=True)
+                            env=soak.cdw_env(), start_new_session=True, text=True,
+                            preexec_fn=_as_from_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while (soak.progress(soak.Job(command[0], [], out)) or 0) < 2:
