@@ -1007,10 +1007,11 @@ def reset_damaged_runs(path, report: VerifyReport) -> dict[tuple[int, int, int],
             k = int(g[schema.FRAMES_DONE][cell])
         except Exception:  # the marker itself is damaged
             k = 0
+        # frame data is damaged from frame `first_bad` on; the checkpoint holds at most the
+        # last two frames (k - 1, damaged or not, and k - 2 in the other slot)
         first_bad = min((d.frame for d in mine if d.frame is not None), default=k)
-        only_frames = all(d.frame is not None for d in mine)
-        marker = k if only_frames and first_bad >= k else 0
-        if marker == 0 and k >= 2 and first_bad >= k - 1 and \
+        marker = 0
+        if k >= 2 and first_bad >= k - 1 and \
                 not any(d.variable == schema.FRAMES_DONE for d in mine):
             try:  # the other slot holds frame k - 2: restart from there
                 slot = k % 2
