@@ -1,9 +1,10 @@
-"""Soak test: a cdw job SIGKILLed at random points and resumed, until it completes.
+"""Soak test: a cdw job SIGKILLed and resumed, raced by second writers, and its store damaged.
 
 Usage::
 
     python benchmarks/soak.py [--command quench] [--kills 8] [--L 12] [--runs 4]
                               [--steps 400] [--save-every 4] [--workers 2] [--seed 0]
+                              [--trials 4] [--writers 3] [--corrupt-rounds 4] [--damages 4]
                               [--json benchmarks/results/soak.json]
 
 Procedure
@@ -24,8 +25,18 @@ Procedure
    checkpoints, markers, coordinates) must equal the reference bit for bit; attributes must
    agree except ``command``, ``history`` and ``created``.
 
+5. Concurrent writers (:func:`run_concurrent`, ``--trials``, ``--writers``): second writers
+   (``--resume``, ``--overwrite``) of a store being written must exit 2 naming the holder, and
+   several ``--resume`` runs started at once after a kill must leave exactly one writing; the
+   store then equals the reference.
+6. Corruption (:func:`run_corruption`, ``--corrupt-rounds``, ``--damages``): chunks of a
+   finished store are deleted, bit-flipped or truncated at seeded random; ``verify`` must find
+   every damaged run, ``cdw analyze`` must refuse, and ``--resume`` must end equal to the
+   reference bit for bit.
+
 The machinery (:class:`Job`, :func:`make_reference`, :func:`run_with_kills`,
-:func:`verify_partial`, :func:`compare_stores`) is also used by ``tests/reliability``.
+:func:`run_concurrent`, :func:`run_corruption`, :func:`verify_partial`,
+:func:`compare_stores`) is also used by ``tests/reliability``.
 """
 
 from __future__ import annotations
@@ -116,6 +127,12 @@ def _group(path: Path):
     return zarr.open_group(str(path), mode="r")
 
 
+def _arrays(group) -> list[str]:
+    """Paths of every array of ``group``, subgroups (the checkpoint) included."""
+    return sorted(name for name, node in group.members(max_depth=None)
+                  if not hasattr(node, "members"))
+
+
 def layout(job: Job, out: Path | None = None) -> set[tuple[str, str]]:
     """The ``zarr.json`` files of the job's stores, as (role, relative path) pairs."""
     files = set()
@@ -149,7 +166,7 @@ def compare_stores(got: Path, ref: Path, attrs: bool = True) -> int:
     ``attrs=False`` skips all.
     """
     a, b = _group(got), _group(ref)
-    names_a, names_b = sorted(a.array_keys()), sorted(b.array_keys())
+    names_a, names_b = _arrays(a), _arrays(b)
     assert names_a == names_b, f"{got}: arrays {names_a} != reference {names_b}"
     for name in names_b:
         x, y = np.asarray(a[name][...]), np.asarray(b[name][...])
@@ -218,11 +235,14 @@ def verify_partial(job: Job, ref: Path, prev: dict[str, np.ndarray] | None = Non
 
 # --- running and killing ---------------------------------------------------------------------
 
-def start(job: Job, resume: bool, cwd: Path, log: Path) -> subprocess.Popen:
+def start(job: Job, resume: bool, cwd: Path, log: Path, overwrite: bool = False
+          ) -> subprocess.Popen:
     """``cdw`` (as ``python -m cdwdata.cli``) in a new session, output appended to ``log``."""
+    argv = job.argv(resume=resume) + (["--overwrite"] if overwrite else [])
     with open(log, "ab") as fh:
-        fh.write(f"\n$ cdw {' '.join(job.argv(resume=resume))}\n".encode())
-        return subprocess.Popen([sys.executable, "-m", "cdwdata.cli", *job.argv(resume=resume)],
+        fh.write(f"\n$ cdw {' '.join(argv)}\n".encode())
+        fh.flush()
+        return subprocess.Popen([sys.executable, "-m", "cdwdata.cli", *argv],
                                 cwd=cwd, env=cdw_env(), stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
@@ -401,6 +421,202 @@ def run_with_kills(job: Job, ref: Path, kills: int, rng: np.random.Generator, cw
     return res
 
 
+# --- concurrent writers ----------------------------------------------------------------------
+
+BUSY = "being written by PID"
+
+
+@dataclass
+class ConcurrentResult:
+    """What :func:`run_concurrent` saw."""
+
+    trials: int = 0
+    second_writers: int = 0
+    refused: int = 0
+    winners_per_race: list[int] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> int:
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+
+
+def _log_says(log: Path, start: int, text: str) -> int:
+    return log.read_text(errors="replace")[start:].count(text)
+
+
+def run_concurrent(job: Job, ref: Path, trials: int, writers: int, rng: np.random.Generator,
+                   cwd: Path, timeout: float = 300.0, log: Path | None = None
+                   ) -> ConcurrentResult:
+    """Second writers of a store that is being written, ``trials`` times.
+
+    Odd trials: a job runs; ``writers - 1`` second writers (``--resume`` and ``--overwrite``
+    alternately) start at once while it writes; each must exit 2 naming the holder, and the
+    job must finish equal to the reference. Even trials: a job is SIGKILLed part way, then
+    ``writers`` ``--resume`` runs start at once: exactly one may proceed, the others must exit
+    2, and the store must end equal to the reference.
+    """
+    log = log or cwd / "soak.log"
+    res = ConcurrentResult()
+    total = total_progress(job, ref)
+    t0 = time.perf_counter()
+    for trial in range(trials):
+        for path in job.stores().values():
+            shutil.rmtree(path, ignore_errors=True)
+        first = start(job, resume=False, cwd=cwd, log=log)
+        target = int(rng.integers(1, max(2, total // 2)))
+        ready = _wait(first, lambda t=target: (progress(job) or 0) >= t, timeout)
+        assert ready and first.poll() is None, f"the first writer ended early; see {log}"
+        mark = len(log.read_text(errors="replace"))
+        if trial % 2 == 0:
+            others = [start(job, resume=k % 2 == 0, cwd=cwd, log=log, overwrite=k % 2 == 1)
+                      for k in range(writers - 1)]
+            codes = [_finish(p, timeout) for p in others]
+            res.second_writers += len(others)
+            res.refused += sum(c == 2 for c in codes)
+            assert codes == [2] * len(others), f"second writers exited with {codes}; see {log}"
+            assert _log_says(log, mark, f"{BUSY} {first.pid} ") == len(others), log
+            assert _finish(first, timeout) == 0, f"the first writer failed; see {log}"
+            res.winners_per_race.append(1)
+        else:
+            kill_group(first)
+            racers = [start(job, resume=True, cwd=cwd, log=log) for _ in range(writers)]
+            codes = [_finish(p, timeout) for p in racers]
+            winners = sum(c == 0 for c in codes)
+            res.second_writers += writers - 1
+            res.refused += sum(c == 2 for c in codes)
+            assert sorted(codes) == [0] + [2] * (writers - 1), \
+                f"racing --resume runs exited with {codes}; see {log}"
+            assert _log_says(log, mark, BUSY) == writers - 1, log
+            res.winners_per_race.append(winners)
+        for role, path in job.stores().items():
+            compare_stores(path, job.stores(ref)[role])
+        res.trials += 1
+    res.wall_s = round(time.perf_counter() - t0, 3)
+    return res
+
+
+# --- corruption ----------------------------------------------------------------------------------
+
+DAMAGE_KINDS = ("delete", "flip", "truncate")
+
+
+@dataclass
+class CorruptionResult:
+    """What :func:`run_corruption` saw."""
+
+    rounds: int = 0
+    injected: int = 0
+    detected: int = 0
+    runs_damaged: int = 0
+    analyze_refused: int = 0
+    repaired_bit_for_bit: int = 0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _damage_targets(path: Path) -> list[tuple[str, tuple[int, int, int], Path]]:
+    """(variable, run cell, chunk file) of every chunk a sound finished store must have:
+    frames of the frame variables and the checkpoint slot of each run's last frame."""
+    g = _group(path)
+    frame_vars = list(g.attrs["frame_vars"])
+    done = np.asarray(g["frames_done"][...])
+    out = []
+    for cell in np.ndindex(done.shape):
+        k = int(done[cell])
+        for name in frame_vars:
+            for frame in range(k):
+                out.append((name, cell, path / name / "c" / "/".join(map(str, cell)) /
+                            str(frame) / "0" / "0"))
+        if k:
+            for name in ("Q", "v", "F", "n"):
+                out.append((f"checkpoint/{name}", cell, path / "checkpoint" / name / "c" /
+                            "/".join(map(str, cell)) / str((k - 1) % 2) / "0" / "0"))
+    return [t for t in out if t[2].exists()]
+
+
+def damage(path: Path, n: int, rng: np.random.Generator) -> list[tuple[str, tuple, str]]:
+    """Delete, flip two bits of, or truncate ``n`` distinct chunks of the store at ``path``."""
+    targets = _damage_targets(path)
+    picks = rng.choice(len(targets), size=min(n, len(targets)), replace=False)
+    done = []
+    for i in picks:
+        name, cell, file = targets[int(i)]
+        kind = DAMAGE_KINDS[int(rng.integers(len(DAMAGE_KINDS)))]
+        data = bytearray(file.read_bytes())
+        if kind == "delete":
+            file.unlink()
+        elif kind == "flip":
+            for pos in rng.choice(len(data) * 8, size=2, replace=False):
+                data[int(pos) // 8] ^= 1 << (int(pos) % 8)
+            file.write_bytes(bytes(data))
+        else:
+            file.write_bytes(bytes(data[: len(data) // 2]))
+        done.append((name, tuple(int(c) for c in cell), kind))
+    return done
+
+
+def _cli(argv: list[str], cwd: Path, log: Path, timeout: float) -> int:
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ cdw {' '.join(argv)}\n".encode())
+        fh.flush()
+        return subprocess.run([sys.executable, "-m", "cdwdata.cli", *argv], cwd=cwd,
+                              env=cdw_env(), stdout=fh, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False).returncode
+
+
+def run_corruption(job: Job, ref: Path, rounds: int, damages: int, rng: np.random.Generator,
+                   cwd: Path, timeout: float = 300.0, log: Path | None = None
+                   ) -> CorruptionResult:
+    """Damage a finished copy of the reference ``rounds`` times (``damages`` chunks each).
+
+    Each time: :func:`cdwdata.store.verify` must name every damaged run, ``cdw analyze``
+    must exit 2 (writing nothing), and ``--resume`` must end equal to the reference bit for
+    bit.
+    """
+    from cdwdata import store
+
+    log = log or cwd / "soak.log"
+    res = CorruptionResult()
+    t0 = time.perf_counter()
+    main = job.stores()["main"]
+    for _ in range(rounds):
+        for path in job.stores().values():
+            shutil.rmtree(path, ignore_errors=True)
+        for role, path in job.stores().items():
+            shutil.copytree(job.stores(ref)[role], path)
+        injected = damage(main, damages, rng)
+        res.injected += len(injected)
+        report = store.verify(main)
+        found = {d.cell for d in report.damage}
+        want = {cell for _, cell, _ in injected}
+        assert want <= found, f"verify missed damage in runs {sorted(want - found)}"
+        res.detected += len(want & found)
+        res.runs_damaged += len(want)
+        out = cwd / "corrupt-analysis"
+        if job.kind == "trajectory" and "n" in _group(main).attrs["frame_vars"]:
+            rc = _cli(["analyze", str(main), "--out", str(out)], cwd, log, timeout)
+            assert rc == 2 and not out.exists(), f"analyze of a damaged store: rc {rc}"
+            res.analyze_refused += 1
+        proc = start(job, resume=True, cwd=cwd, log=log)
+        assert _finish(proc, timeout) == 0, f"--resume of a damaged store failed; see {log}"
+        for role, path in job.stores().items():
+            compare_stores(path, job.stores(ref)[role])
+        res.repaired_bit_for_bit += 1
+        res.rounds += 1
+    res.wall_s = round(time.perf_counter() - t0, 3)
+    return res
+
+
 # --- the benchmark -----------------------------------------------------------------------------
 
 def build_job(args: argparse.Namespace, workdir: Path) -> Job:
@@ -432,6 +648,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random", type=int, default=16, help="random samples (ed-dataset)")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers (quench, ed-dataset)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill points and the runs")
+    ap.add_argument("--trials", type=int, default=4,
+                    help="concurrent-writer trials (default 4; 0 skips the round)")
+    ap.add_argument("--writers", type=int, default=3,
+                    help="processes writing one store at once in each trial (default 3)")
+    ap.add_argument("--corrupt-rounds", type=int, default=4,
+                    help="corruption rounds (default 4; 0 skips the round)")
+    ap.add_argument("--damages", type=int, default=4,
+                    help="chunks deleted, bit-flipped or truncated per round (default 4)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per round")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -443,15 +667,21 @@ def main(argv: list[str] | None = None) -> int:
     job = build_job(args, workdir)
     for path in (*job.stores().values(), *job.stores(workdir / "ref.zarr").values()):
         shutil.rmtree(path, ignore_errors=True)
+    rng = np.random.default_rng(args.seed)
     try:
         t_ref = make_reference(job, workdir / "ref.zarr", workdir)
-        res = run_with_kills(job, workdir / "ref.zarr", args.kills,
-                             np.random.default_rng(args.seed), workdir, timeout=args.timeout)
+        res = run_with_kills(job, workdir / "ref.zarr", args.kills, rng, workdir,
+                             timeout=args.timeout)
+        conc = run_concurrent(job, workdir / "ref.zarr", args.trials, args.writers, rng,
+                              workdir, timeout=args.timeout)
+        corr = run_corruption(job, workdir / "ref.zarr", args.corrupt_rounds, args.damages, rng,
+                              workdir, timeout=args.timeout)
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     out = {"command": "cdw " + " ".join(job.argv(out=Path("soak.zarr"))),
            "kills_requested": args.kills, **res.as_dict(),
+           "concurrent": conc.as_dict(), "corruption": corr.as_dict(),
            "reference_s": round(t_ref, 3), "machine": platform.platform(),
            "cpus": os.cpu_count()}
     print(f"{out['command']}\n"
@@ -460,7 +690,14 @@ def main(argv: list[str] | None = None) -> int:
           f"frames/samples verified against the reference: {res.frames_verified} "
           f"(final store: {res.final_frames}, {res.arrays_compared} arrays bit for bit)\n"
           f"wall time with kills and resumes: {res.wall_s:.1f} s "
-          f"(uninterrupted in-process reference: {t_ref:.1f} s)")
+          f"(uninterrupted in-process reference: {t_ref:.1f} s)\n"
+          f"concurrent writers: {conc.trials} trials of {args.writers} writers, "
+          f"{conc.refused} of {conc.second_writers} second writers refused, one winner per "
+          f"race {conc.winners_per_race}, stores equal to the reference ({conc.wall_s:.1f} s)\n"
+          f"corruption: {corr.rounds} rounds, {corr.injected} chunks damaged in "
+          f"{corr.runs_damaged} runs, all {corr.detected} found by verify, analyze refused "
+          f"{corr.analyze_refused}x, --resume repaired {corr.repaired_bit_for_bit} stores bit for "
+          f"bit ({corr.wall_s:.1f} s)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -102,7 +102,6 @@ DEFAULT_FILE = "cdwdata.yaml"
 MODEL_CARD_FORMAT = "cdwdata-model/"
 
 _STORE_SUFFIX = ".zarr"
-_PRIVATE_PREFIX = "ckpt_"  # store-internal checkpoint variables, never exposed by a reader
 _DATA_REF = re.compile(r"\{data\(([^)]*)\)\}")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -570,14 +569,12 @@ def _relative_url(target: Path, catalog_dir: Path) -> str:
     return rel if Path(rel).is_absolute() else "{CATALOG_DIR}/" + rel
 
 
-def _zarr_format(path: Path) -> int:
-    return 3 if (path / "zarr.json").exists() else 2
-
-
 def _store_reader(path: Path, catalog_dir: Path, meta: dict[str, Any]):
-    private = sorted(p.name for p in path.iterdir() if p.name.startswith(_PRIVATE_PREFIX))
+    from cdwdata import store
+
+    private = store.private_variables(path)  # checkpoints of stores of earlier versions
     kwargs: dict[str, Any] = {"chunks": {}, "consolidated": False,
-                              "zarr_format": _zarr_format(path)}
+                              "zarr_format": store.zarr_format(path)}
     if private:
         kwargs["drop_variables"] = private
     return XArrayDatasetReader(datatypes.Zarr(url=_relative_url(path, catalog_dir)),

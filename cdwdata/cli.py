@@ -11,7 +11,9 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
 #: subcommand -> (module under cdwdata.commands, one-line help)
@@ -26,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("catalog", "build or list intake catalogs of stores"),
     "explore": ("explore", "serve the interactive coarsening explorer (panel)"),
     "info": ("info", "print what a store holds and how it was made"),
+    "verify": ("verify", "find missing or corrupt chunks of a store"),
 }
 
 
@@ -65,13 +68,54 @@ def error_message(err: BaseException, args: argparse.Namespace | None = None) ->
     if err.filename is not None:
         msg += f": {err.filename}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        from pathlib import Path
+
+        out = getattr(args, "out", None)
+        resumable = hasattr(args, "resume") and out is not None and Path(out).exists()
         again = "rerun with --resume to continue from the last complete frame" \
-            if hasattr(args, "resume") else "rerun"
+            if resumable else "rerun"
         msg += f"; free some disk space, then {again}"
     return msg
 
 
+@contextlib.contextmanager
+def _quiet_interrupt():
+    """On Ctrl-C, silence logging (Dask's teardown reports every cancelled task and closing
+    worker) so that the interrupted command prints one line; other handlers are left alone."""
+    import logging
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupted(signum, frame):
+        logging.disable(logging.CRITICAL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: as usual
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logging.disable(logging.NOTSET)
+
+
+def _silence_stderr() -> None:
+    """Send the rest of this process's stderr to /dev/null (after an interrupted command has
+    said so: Dask's exit handlers would otherwise report the clusters they close)."""
+    import os
+
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives until the process exits
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(command)
@@ -88,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     module = importlib.import_module(f"cdwdata.commands.{COMMANDS[args.command][0]}")
     try:
-        return int(module.run(args) or 0)
+        with _quiet_interrupt():
+            return int(module.run(args) or 0)
     except (CdwError, OSError) as err:  # mistakes of input and environment, not bugs
         if args.debug:
             raise
@@ -97,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cdw {args.command}: interrupted; rerun with --resume to continue",
               file=sys.stderr)
+        if as_program:
+            _silence_stderr()
         return 130
 
 

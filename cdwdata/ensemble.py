@@ -11,6 +11,11 @@ write concurrently without coordination. Tasks receive paths and small configs, 
 arrays or models; each worker builds (and caches) its own force field, so a model is loaded
 once per worker.
 
+One writer per store: :func:`run_ensemble` (the coordinating process) holds the store's writer
+lock (:mod:`cdwdata.storelock`) while its tasks run; workers, on this node or others, take no
+lock and write only the chunks of the runs they were given, never metadata. A resume first
+verifies the store (:func:`cdwdata.store.verify`) and recomputes damaged runs.
+
 Clusters
 --------
 * default: a ``LocalCluster`` sized to this machine (one single-threaded worker process per
@@ -33,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from cdwdata.errors import CdwError, ParameterError
+from cdwdata.storelock import writes_store
 
 #: Where the dashboard listens by default: localhost only.
 DASHBOARD_ADDRESS = "127.0.0.1:0"
@@ -66,6 +72,7 @@ def gpu_worker_specs(gpu_ids, threads: int = 1) -> dict[str, dict[str, Any]]:
     return {
         f"gpu-{gid}": {"cls": Nanny, "options": {
             "nthreads": threads, "host": "127.0.0.1", "resources": {"GPU": 1},
+            "preload": PRELOAD,
             "env": {"CUDA_VISIBLE_DEVICES": str(gid), "CDW_TORCH_THREADS": str(threads)}}}
         for gid in gpu_ids
     }
@@ -78,6 +85,60 @@ def _visible_gpus() -> list[str]:
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+#: Worker preload (this module's :func:`dask_setup`) of the clusters :func:`dask_client` starts.
+PRELOAD = [__name__]
+
+
+def dask_setup(worker=None) -> None:
+    """Dask preload hook, run in every local worker process: ignore SIGINT there.
+
+    A Ctrl-C in a terminal reaches every process of the job; only the coordinating process
+    should react (it cancels the tasks and shuts the cluster down), instead of each worker
+    printing its own traceback.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ignore SIGINT while the local cluster starts, so that worker processes inherit the
+    ignored signal: a Ctrl-C never reaches them, not even while they import, and the
+    coordinating process alone shuts everything down. Here the signal is also blocked
+    meanwhile, so a Ctrl-C during start-up usually stays pending (Linux keeps blocked signals
+    even when ignored) and arrives once the cluster is up; it is lost if the kernel hands it
+    to another thread (zarr's I/O thread), and then a second Ctrl-C stops the job."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = hasattr(signal, "pthread_sigmask")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocked else None
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _close_quietly(*closables, failing: bool) -> None:
+    """Close client and cluster; while an error (or Ctrl-C) is on its way out, errors of the
+    shutdown itself (a worker still starting) must not replace it."""
+    for obj in closables:
+        if failing:
+            with contextlib.suppress(Exception):
+                obj.close()
+        else:
+            obj.close()
 
 
 @contextlib.contextmanager
@@ -116,23 +177,30 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None,
             raise ParameterError("device='cuda' but no CUDA GPU is visible here; use "
                                  "--device cpu or --scheduler with GPU workers")
         gpus = gpus[:n_workers] if n_workers else gpus
-        cluster = SpecCluster(
-            workers=gpu_worker_specs(gpus, threads_per_worker),
-            scheduler={"cls": Scheduler, "options": {
-                "host": "127.0.0.1", "dashboard_address": DASHBOARD_ADDRESS}},
-            silence_logs=40)
+        with _sigint_deferred():
+            cluster = SpecCluster(
+                workers=gpu_worker_specs(gpus, threads_per_worker),
+                scheduler={"cls": Scheduler, "options": {
+                    "host": "127.0.0.1", "dashboard_address": DASHBOARD_ADDRESS}},
+                silence_logs=40)
     else:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        with _sigint_deferred(), dask.config.set(
+                {"distributed.nanny.pre-spawn-environ": worker_environ()}):
             cluster = LocalCluster(n_workers=n_workers or default_workers(),
                                    threads_per_worker=threads_per_worker, processes=True,
                                    host="127.0.0.1", dashboard_address=DASHBOARD_ADDRESS,
-                                   silence_logs=40)
-    client = Client(cluster)
+                                   silence_logs=40, preload=PRELOAD)
+    failing = True
+    try:
+        client = Client(cluster)
+    except BaseException:
+        _close_quietly(cluster, failing=True)
+        raise
     try:
         yield client
+        failing = False
     finally:
-        client.close()
-        cluster.close()
+        _close_quietly(client, cluster, failing=failing)
 
 
 def worker_environ() -> dict:
@@ -354,6 +422,7 @@ def _check_same_model(path, stored: dict[str, Any], now: dict[str, Any]) -> None
                     "resume with the original model file or start a new store")
 
 
+@writes_store()
 def run_ensemble(config, path, *, client=None, scheduler: str | None = None,
                  n_workers: int | None = None, resume: bool = False, overwrite: bool = False,
                  command: str | None = None, progress: bool = True,
@@ -408,4 +477,6 @@ def run_ensemble(config, path, *, client=None, scheduler: str | None = None,
         scheduler, n_workers=n_workers, device=str(config.device))
     with ctx as cl:
         run_segments(cl, str(path), config, runs_per_task=rpt, progress=progress)
+    if old is not None:  # a resume joins the history once it has succeeded
+        store.append_history(path, config.attrs(command)["command"])
     return str(path)

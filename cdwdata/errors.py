@@ -23,6 +23,14 @@ class StoreError(CdwError, ValueError):
     """A zarr store is missing, already exists, is incompatible or is damaged."""
 
 
+class StoreBusyError(StoreError):
+    """Another process is writing the store (see :mod:`cdwdata.storelock`)."""
+
+
+class StoreDamagedError(StoreError):
+    """Chunks of a store are missing or corrupt (see :func:`cdwdata.store.verify`)."""
+
+
 class ModelError(CdwError, ValueError):
     """A model file is missing, corrupted, or was trained for other parameters."""
 

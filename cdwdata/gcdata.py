@@ -35,6 +35,7 @@ from cdwdata import noise, store
 from cdwdata._version import __version__
 from cdwdata.errors import ParameterError, StoreError
 from cdwdata.params import HolsteinParams, check_size, check_temperature
+from cdwdata.storelock import writes_store
 
 
 @dataclass(frozen=True)
@@ -181,11 +182,8 @@ def configuration(config: GCSetConfig, plan: dict[str, np.ndarray], sample: int)
         tc = TrainsetConfig(L=config.L, fillings=(0.5,), n_random=1, quench_runs=0,
                             random_sigma=config.random_sigma, seed=config.seed)
         return random_configuration(tc, 0.5, int(plan["run"][sample]))
-    import zarr
-
-    g = zarr.open_group(str(plan["origin"][sample]), mode="r")
     idx = tuple(int(plan[k][sample]) for k in ("it", "jf", "run", "frame"))
-    return np.asarray(g["Q"][idx], dtype=float)
+    return store.read_array(plan["origin"][sample], "Q", idx).astype(float)
 
 
 def label(config: GCSetConfig, Q: np.ndarray, sample: int, f0: float) -> dict[str, np.ndarray]:
@@ -220,6 +218,7 @@ def label_task(path: str, config: GCSetConfig, samples: list[int]) -> int:
     return count
 
 
+@writes_store()
 def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = False,
              command: str | None = None, progress: bool = True, samples_per_task: int = 4,
              scheduler: str | None = None, n_workers: int | None = None) -> str:
@@ -238,6 +237,7 @@ def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = 
             if json.dumps(got.get(key)) != json.dumps(attrs[key]):
                 raise StoreError(f"cannot resume {path}: it was made with {key}={got.get(key)!r}"
                                  f", this run asks for {attrs[key]!r}")
+        store.repair_samples_for_resume(path)  # damaged samples are computed again
     else:
         plan = config.plan()
         if not len(plan["source"]):

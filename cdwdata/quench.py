@@ -30,6 +30,7 @@ from cdwdata import schema, store
 from cdwdata._version import __version__
 from cdwdata.errors import BlowUpError, ParameterError, StoreError
 from cdwdata.params import HOT_START_T, HolsteinParams, check_filling, check_size, check_temperature
+from cdwdata.storelock import writes_store
 
 DEFAULT_FRAME_VARS = (schema.Q, schema.V, schema.N, schema.FORCE)
 #: Frame variables of ML ensembles (``cdw quench``): what the analysis needs.
@@ -590,20 +591,24 @@ def prepare_store(path, config: QuenchConfig, resume: bool = False, overwrite: b
             store.resize_runs(path, config.runs, config.seeds())
         else:
             store.repair_runs(path)
-        store.update_attrs(path, {"history": list(got.get("history", [])) + [attrs["command"]]})
-        return
+        store.repair_for_resume(path)  # damaged runs restart from an intact checkpoint
+        return  # the command joins the history when the job has succeeded
     store.create_trajectory(path, config.layout(), config.seeds(), attrs, overwrite=overwrite)
 
 
+@writes_store()
 def run_quench(config: QuenchConfig, path, resume: bool = False, overwrite: bool = False,
                command: str | None = None, progress: bool = True, add_runs: bool = True) -> str:
     """Run every (T, f) cell of ``config`` in this process; return the store path.
 
     ``resume`` with a larger ``config.runs`` than the store holds adds runs (``add_runs``).
     """
+    resuming = resume and store.exists(path)
     prepare_store(path, config, resume=resume, overwrite=overwrite, command=command,
                   add_runs=add_runs)
     cells = [(i, j) for i in range(len(config.temperatures)) for j in range(len(config.fillings))]
     for it, jf in cells:
         run_segment(path, config, it, jf, progress=progress)
+    if resuming:
+        store.append_history(path, config.attrs(command)["command"])
     return str(path)

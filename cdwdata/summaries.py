@@ -10,18 +10,25 @@ fit windows:
   the ensemble mean of S(q) and Porod slopes of that mean at intermediate and large q
 * ``domain-size.zarr``       -- ``L (T, f, run, step)`` with ensemble mean and standard error
 * ``growth-exponents.zarr``  -- ``alpha, alpha_err, prefactor (T, f)``, window in attrs
+
+The trajectory store is verified first (:func:`cdwdata.store.verify`): damaged data is
+refused, never analysed. The four stores are written into a hidden staging folder beside the
+output and moved into place only when all are complete, so a failure part way (a full disk,
+unreadable input) leaves the output as it was. The output folder is locked while it is
+written (:mod:`cdwdata.storelock`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cdwdata import analysis, schema, store
+from cdwdata import analysis, schema, store, storelock
 from cdwdata._version import __version__
 from cdwdata.errors import InputError, StoreError
 
@@ -52,12 +59,16 @@ class AnalysisSettings:
     seed: int = 0
 
 
-def _write(ds, path: Path, overwrite: bool) -> None:
-    if path.exists():
-        if not overwrite:
-            raise StoreError(f"{path} already exists: pass --overwrite to replace it")
-        shutil.rmtree(path)
-    ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False)
+#: The stores :func:`analyze_store` writes, in order.
+OUTPUTS = ("order-parameter", "structure-factor", "domain-size", "growth-exponents")
+#: Advice of the error that refuses damaged input.
+DAMAGED_ADVICE = ("`cdw verify STORE` lists the damage; `--resume` of the command that made it "
+                  "recomputes the damaged runs")
+
+
+def default_output(path) -> Path:
+    """Where :func:`analyze_store` writes by default: STORE without .zarr plus -analysis."""
+    return Path(str(path).removesuffix("/").removesuffix(".zarr") + "-analysis")
 
 
 def _slope_or_nan(Sq, lo: float, hi: float):
@@ -102,21 +113,50 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
     """Analyse the trajectory store at ``path``; return ``{kind: output store path}``.
 
     Only complete frames are used: frames of runs that are not finished (NaN) are dropped
-    by keeping the steps every run has reached.
-    """
-    import xarray as xr
+    by keeping the steps every run has reached (the attrs ``frames_used`` and
+    ``frames_total`` of every output say how many).
 
+    Raises
+    ------
+    StoreDamagedError
+        The trajectory store has missing or corrupt chunks (nothing is written).
+    StoreBusyError
+        Another process writes the same output.
+    StoreError
+        Not a trajectory store, too few frames, or outputs exist and ``overwrite`` is false.
+    """
     s = settings or AnalysisSettings()
     ds = store.open_dataset(path)
     if ds.attrs.get("kind") != "trajectory" or schema.N not in ds:
         raise StoreError(f"{path} is not a trajectory store with densities n")
-    done = int(ds[schema.FRAMES_DONE].min()) if schema.FRAMES_DONE in ds else ds.sizes["step"]
+    out = Path(out) if out else default_output(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with storelock.writing(out, command):
+        existing = [name for name in OUTPUTS if (out / f"{name}.zarr").exists()]
+        if existing and not overwrite:
+            raise StoreError(f"{out / (existing[0] + '.zarr')} already exists: pass "
+                             "--overwrite to replace it")
+        store.verify(path).raise_if_damaged(DAMAGED_ADVICE)
+        staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            _analyze(ds, path, staging, s, command)
+            store.publish(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return {name: str(out / f"{name}.zarr") for name in OUTPUTS}
+
+
+def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> None:
+    """Compute the summaries of trajectory dataset ``ds`` into new stores in ``out``."""
+    import xarray as xr
+
+    total = ds.sizes[schema.STEP]
+    done = int(ds[schema.FRAMES_DONE].min()) if schema.FRAMES_DONE in ds else total
     if done < 2:
         raise StoreError(f"{path}: fewer than 2 complete frames in every run; nothing to analyse")
     ds = ds.isel({schema.STEP: slice(0, done)})
-    out = Path(out) if out else Path(str(path).removesuffix("/").removesuffix(".zarr")
-                                     + "-analysis")
-    out.mkdir(parents=True, exist_ok=True)
     n = ds[schema.N].astype("float64")
     t = ds[schema.TIME].values
     window = s.window or (float(t[-1]) / 10.0, float(t[-1]))
@@ -125,19 +165,17 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
         "source_store": str(path), "analysis_version": __version__,
         "analysis_command": command or "",
         "analyzed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "frames_used": done,
+        "frames_used": done, "frames_total": total,
     })
 
     phi = analysis.order_parameter(n)
     S = analysis.structure_factor(n)
     Sq = analysis.radial_structure_factor(S)
     Ldom = analysis.domain_size(S)
-    written: dict[str, str] = {}
 
     d_phi = xr.Dataset({schema.PHI: phi.astype("float32")},
                        attrs={**meta, "kind": "order-parameter"})
-    _write(d_phi, out / "order-parameter.zarr", overwrite)
-    written["order-parameter"] = str(out / "order-parameter.zarr")
+    store.write_dataset(d_phi, out / "order-parameter.zarr")
 
     Sq_c = Sq.compute()
     L_c = Ldom.compute()
@@ -150,8 +188,7 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
         attrs={**meta, "kind": "structure-factor", "porod_qL_window": list(s.porod_qL),
                "large_q_window": list(s.large_q)},
     )
-    _write(d_S, out / "structure-factor.zarr", overwrite)
-    written["structure-factor"] = str(out / "structure-factor.zarr")
+    store.write_dataset(d_S, out / "structure-factor.zarr")
 
     wall = analysis.interface_density(phi).compute()
     d_L = xr.Dataset(
@@ -159,8 +196,7 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
          analysis.WALL: wall},
         attrs={**meta, "kind": "domain-size"},
     )
-    _write(d_L, out / "domain-size.zarr", overwrite)
-    written["domain-size"] = str(out / "domain-size.zarr")
+    store.write_dataset(d_L, out / "domain-size.zarr")
 
     t_pos = t[t > 0]
     if s.window is None and ((t_pos >= window[0]) & (t_pos <= window[1])).sum() < 3 \
@@ -177,9 +213,17 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
     fit.attrs.update({**meta, "kind": "growth-exponents", "window": list(window),
                       "window_units": "time (1/omega units of the model)",
                       "fit_note": note})
-    _write(fit, out / "growth-exponents.zarr", overwrite)
-    written["growth-exponents"] = str(out / "growth-exponents.zarr")
-    return written
+    store.write_dataset(fit, out / "growth-exponents.zarr")
+
+
+def frames_note(growth_path) -> str:
+    """One line: how many frames of the trajectory an analysis used."""
+    attrs = store.read_attrs(growth_path)
+    used, total = attrs.get("frames_used"), attrs.get("frames_total")
+    if used is None or total is None or used == total:
+        return f"frames used: {used if used is not None else '?'} (every frame of every run)"
+    return (f"frames used: {used} of {total} (the frames every run has reached; the store "
+            "is still being written or some runs are unfinished)")
 
 
 def summary_table(growth_path) -> str:

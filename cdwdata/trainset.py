@@ -38,6 +38,7 @@ from cdwdata.params import (
     staggered_sign,
 )
 from cdwdata.quench import QuenchConfig, is_ml
+from cdwdata.storelock import writes_store
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ def collect_quench_samples(path, config: TrainsetConfig) -> int:
     return copied
 
 
+@writes_store(also=lambda path: quench_store_path(path))
 def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
              overwrite: bool = False, command: str | None = None, progress: bool = True,
              samples_per_task: int = 4, scheduler: str | None = None,
@@ -274,6 +276,7 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
             if json.dumps(got.get(key, "ed")) != json.dumps(attrs[key]):
                 raise store.StoreError(f"cannot resume {path}: it was made with {key}="
                                        f"{got.get(key)!r}, this run asks for {attrs[key]!r}")
+        store.repair_samples_for_resume(path)  # damaged samples are computed again
     else:
         store.create_trainset(path, config.L, config.fillings, sources, runs, steps, config.T,
                               attrs, overwrite=overwrite)
@@ -317,7 +320,4 @@ def generate(path, config: TrainsetConfig, client=None, resume: bool = False,
 
 def is_complete(path) -> bool:
     """True if every sample of every filling is written."""
-    import zarr
-
-    g = zarr.open_group(str(path), mode="r")
-    return bool(np.asarray(g[store.SAMPLE_DONE][...]).all())
+    return store.samples_complete(path)

@@ -37,11 +37,7 @@ def _copy_store(src: Path, dest: Path, drop: tuple[str, ...] = ()) -> None:
     ds = ds.drop_vars([v for v in drop if v in ds.variables])
     if drop:
         ds.attrs["published_without"] = list(drop)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.load().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    store.write_dataset(ds.load(), dest, overwrite=True)  # atomic, checksummed
 
 
 def publish(run_dir: Path, dest: Path) -> list[Path]:

@@ -107,8 +107,8 @@ def test_resume_after_kill_mid_write_is_bit_identical(tmp_path):
     writer = store.TrajectoryWriter(path)
     g = writer.group
     g[schema.Q][0, 0, 1, 3] = np.full((8, 8), 123.0)
-    g["ckpt_step"][0, 0, 1, 1] = -1
-    g["ckpt_Q"][0, 0, 1, 1] = np.full((8, 8), 123.0)
+    writer.checkpoint_array("step")[0, 0, 1, 1] = -1
+    writer.checkpoint_array("Q")[0, 0, 1, 1] = np.full((8, 8), 123.0)
     writer.mark_frames_done(0, 0, [1], 3)
     run_segment(path, config, 0, 0)
     assert_same(frames(path), ref)

@@ -1,4 +1,8 @@
-"""``cdw analyze STORE``: phi, S(k,t), S(q,t), L(t), Porod slopes and alpha, written to zarr."""
+"""``cdw analyze STORE``: phi, S(k,t), S(q,t), L(t), Porod slopes and alpha, written to zarr.
+
+The store is verified first (a damaged store is refused: exit 2, one line); the outputs appear
+only once all of them are complete.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +24,13 @@ def configure(p) -> None:
                    help="large-q window in lattice units (default %(default)s)")
     p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for alpha")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (only once the new ones are complete)")
 
 
 def run(args) -> int:
     from cdwdata.store import read_attrs
-    from cdwdata.summaries import AnalysisSettings, analyze_store, summary_table
+    from cdwdata.summaries import AnalysisSettings, analyze_store, frames_note, summary_table
 
     settings = AnalysisSettings(window=tuple(args.window) if args.window else None,
                                 porod_qL=tuple(args.porod_qL), large_q=tuple(args.large_q),
@@ -39,5 +44,6 @@ def run(args) -> int:
         print(f"growth exponent fitted over t = {window[0]:g} .. {window[1]:g}"
               + ("" if args.window else " (the default window: the last decade of the run, "
                                         "or every frame after t = 0 of a short run)"))
+    print(frames_note(written["growth-exponents"]))
     print(summary_table(written["growth-exponents"]))
     return 0

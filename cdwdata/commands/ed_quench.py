@@ -22,7 +22,13 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
+    from cdwdata import store
+    from cdwdata.errors import StoreError
     from cdwdata.quench import QuenchConfig, run_quench
+
+    if args.resume and not store.exists(args.out):
+        raise StoreError(f"{args.out}: nothing to resume (no store there); drop --resume to "
+                         "start new runs")
 
     config = QuenchConfig(L=args.L, temperatures=tuple(args.T), fillings=tuple(args.f),
                           runs=args.runs, steps=args.steps, save_every=args.save_every,

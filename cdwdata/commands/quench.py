@@ -81,7 +81,12 @@ def build_config(args):
     if args.add_runs and args.runs is not None:
         raise ParameterError("give either --runs (the new total) or --add-runs, not both")
     base = None
-    if args.resume and store.exists(args.out):
+    if args.resume and not store.exists(args.out):
+        from cdwdata.errors import StoreError
+
+        raise StoreError(f"{args.out}: nothing to resume (no store there); drop --resume to "
+                         "start a new ensemble")
+    if args.resume:
         base = QuenchConfig.from_attrs(store.read_attrs(args.out))
     given = {
         "L": args.L, "temperatures": args.T, "fillings": args.f, "runs": args.runs,

@@ -35,8 +35,11 @@ REQUIRED_KEYS = ("format", "name", "kind", "architecture", "params", "filling",
 
 
 def stem(path: str | os.PathLike) -> Path:
-    """``path`` without a ``.json`` / ``.safetensors`` suffix."""
+    """``path`` without a ``.json`` / ``.safetensors`` suffix (ModelError if it names no file)."""
     p = Path(path)
+    if not str(path).strip() or not p.name:
+        raise ModelError(f"model {str(path)!r} names no model: give a shipped model name "
+                         "(cdwdata.ml.list_models()) or the path of a saved model")
     if p.suffix in (WEIGHTS_SUFFIX, CARD_SUFFIX):
         p = p.with_suffix("")
     return p

@@ -464,7 +464,12 @@ def test_full_disk_while_creating_the_store_leaves_nothing_or_a_resumable_store(
         rc, out, err = cdw(*FULL_ARGV, "--out", "full.zarr")
     assert rc == 2 and "No space left on device" in err and "full.zarr" in err
     assert len(err.strip().splitlines()) == 1
+    # creation is atomic: nothing is left, and the advice is to rerun (not to --resume)
+    assert not (tmp_path / "full.zarr").exists()
+    assert err.strip().endswith("free some disk space, then rerun")
     rc, out, err = cdw(*FULL_ARGV, "--out", "full.zarr", "--resume")
+    assert rc == 2 and "nothing to resume" in err
+    rc, out, err = cdw(*FULL_ARGV, "--out", "full.zarr")
     assert rc == 0, err
     assert (store.frames_done("full.zarr") == 7).all()
 
