@@ -53,8 +53,8 @@ class AnalysisSettings:
     """
 
     window: tuple[float, float] | None = None
-    porod_qL: tuple[float, float] = (2.0, 6.0)
-    large_q: tuple[float, float] = (1.0, 2.2)
+    porod_qL: tuple[float, float] = analysis.POROD_QL
+    large_q: tuple[float, float] = analysis.LARGE_Q
     n_boot: int = 200
     seed: int = 0
 
@@ -72,9 +72,10 @@ def default_output(path) -> Path:
 
 
 def _slope_or_nan(Sq, lo: float, hi: float):
-    """Porod fit of ``Sq`` over q in [lo, hi], or NaN when fewer than 3 shells are inside."""
+    """Porod fit of ``Sq`` over q in [lo, hi], or NaN with fewer than ``MIN_FIT_POINTS`` shells
+    inside."""
     q = Sq[schema.QR]
-    if not (np.isfinite(lo) and np.isfinite(hi)) or int(((q >= lo) & (q <= hi)).sum()) < 3:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or int(((q >= lo) & (q <= hi)).sum()) < analysis.MIN_FIT_POINTS:
         nan = (Sq.isel({schema.QR: 0}, drop=True) * np.nan)
         return nan, nan
     fit = analysis.porod_slope(Sq, (lo, hi))
@@ -159,7 +160,7 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     ds = ds.isel({schema.STEP: slice(0, done)})
     n = ds[schema.N].astype("float64")
     t = ds[schema.TIME].values
-    window = s.window or (float(t[-1]) / 10.0, float(t[-1]))
+    window = s.window or analysis.growth_window(t)
     meta = {k: v for k, v in ds.attrs.items() if k not in ("kind",)}
     meta.update({
         "source_store": str(path), "analysis_version": __version__,
@@ -198,10 +199,6 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     )
     store.write_dataset(d_L, out / "domain-size.zarr")
 
-    t_pos = t[t > 0]
-    if s.window is None and ((t_pos >= window[0]) & (t_pos <= window[1])).sum() < 3 \
-            and t_pos.size >= 3:
-        window = (float(t_pos[0]), float(t_pos[-1]))  # short run: fit every frame after t = 0
     note = ""
     try:
         fit = analysis.growth_exponent(L_c, window=window, n_boot=s.n_boot, seed=s.seed)
