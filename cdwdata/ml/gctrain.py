@@ -28,6 +28,7 @@ from cdwdata._version import __version__
 from cdwdata.errors import InputError, ModelError
 from cdwdata.ml import modelfile
 from cdwdata.ml.gcmodel import HIDDEN, DensityModel
+from cdwdata.ml.options import PRECISIONS
 from cdwdata.ml.train import output_path, torch_threads
 from cdwdata.params import HolsteinParams
 
@@ -325,6 +326,9 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             "wall_seconds": time.perf_counter() - t0, "command": command,
         },
         "metrics": {"validation": history[best_epoch], "history": history},
+        "inference": {"precisions": list(PRECISIONS), "default_precision": "float32",
+                      "note": "bf16 = hidden-to-hidden GEMMs in bfloat16; the first layer "
+                              "(carries mu) and the output stay float32"},
         "cdwdata_version": __version__, "created": modelfile.now(),
     }
     return modelfile.save(model, out_stem, card, overwrite=overwrite)
