@@ -458,6 +458,50 @@ def _plan(writer: store.TrajectoryWriter, it: int, jf: int, runs: list[int],
     return sorted(groups.items())
 
 
+def _progress_bar(progress: bool, plan, config: QuenchConfig, T: float, f: float):
+    """A tqdm bar over the run-steps a segment's plan still has to take, or None."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    remaining = sum(len(g) * (config.steps - max(k - 1, 0) * config.save_every)
+                    for k, g in plan)
+    return tqdm(total=remaining, desc=f"T={T:g} f={f:g}", unit="run-step", leave=False)
+
+
+def _restart_state(writer: store.TrajectoryWriter, config: QuenchConfig, it: int, jf: int,
+                   group: list[int], keys: list[int], marker: int, ff, dtype):
+    """``(state, frame)`` where a batch of runs (re)starts: the hot start at frame 0 (not yet
+    written) for ``marker == 0``, else the checkpoint of frame ``marker - 1``."""
+    import torch
+
+    from cdwdata import dynamics
+
+    if marker == 0:
+        Q, v = dynamics.hot_start(keys, config.L, config.params, config.device, dtype,
+                                  config.hot_start_T)
+        return dynamics.init_state(ff, Q, v, keys, step=0), 0
+    frame = marker - 1
+    ck = [writer.read_checkpoint(it, jf, r, frame) for r in group]
+    t = {k: torch.as_tensor(np.stack([c[k] for c in ck]), device=config.device, dtype=dtype)
+         for k in store.CKPT_VARS}
+    state = dynamics.LangevinState(
+        Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
+        step=frame * config.save_every, keys=tuple(keys),
+        mu=_stored_mu(writer, it, jf, group, frame, config.device))
+    return state, frame
+
+
+def _emit(sink: _FrameSink, state, it: int, jf: int, group: list[int], frame: int,
+          check: dict, on_frame) -> None:
+    """Check a frame for blow-ups, queue it for writing, then tell ``on_frame``."""
+    arrays = _state_arrays(state)
+    _check_finite(arrays, group, state.step, **check)
+    sink.put(it, jf, group, frame, arrays)
+    if on_frame is not None:
+        on_frame(frame, group)
+
+
 def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int] | None = None,
                 forcefield=None, progress: bool = False,
                 on_frame: Callable[[int, list[int]], None] | None = None,
@@ -498,7 +542,6 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
     """
     import torch
 
-    from cdwdata import dynamics
 
     T, f = config.temperatures[it], config.fillings[jf]
     runs = list(range(config.runs)) if runs is None else [int(r) for r in runs]
@@ -516,52 +559,26 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
     if not batch_forces:
         ff = RunByRun(ff)
     taken = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        remaining = sum(len(g) * (config.steps - max(k - 1, 0) * config.save_every)
-                        for k, g in plan)
-        bar = tqdm(total=remaining, desc=f"T={T:g} f={f:g}", unit="run-step", leave=False)
+    bar = _progress_bar(progress, plan, config, T, f)
     sink = _FrameSink(writer, background_writes)
     check = {"frame_vars": config.frame_vars, "frame_dtype": config.frame_dtype}
     try:
         with torch.no_grad():
             for marker, group in plan:
                 keys = [int(keys_all[r]) for r in group]
+                state, frame = _restart_state(writer, config, it, jf, group, keys, marker, ff,
+                                              dtype)
                 if marker == 0:
-                    Q, v = dynamics.hot_start(keys, config.L, config.params, config.device,
-                                              dtype, config.hot_start_T)
-                    state = dynamics.init_state(ff, Q, v, keys, step=0)
-                    arrays = _state_arrays(state)
-                    _check_finite(arrays, group, 0, **check)
-                    sink.put(it, jf, group, 0, arrays)
-                    frame = 0
-                    if on_frame is not None:
-                        on_frame(frame, group)
-                else:
-                    frame = marker - 1
-                    ck = [writer.read_checkpoint(it, jf, r, frame) for r in group]
-                    t = {k: torch.as_tensor(np.stack([c[k] for c in ck]),
-                                            device=config.device, dtype=dtype)
-                         for k in store.CKPT_VARS}
-                    state = dynamics.LangevinState(
-                        Q=t[schema.Q], v=t[schema.V], F=t[schema.FORCE], n=t[schema.N],
-                        step=frame * config.save_every, keys=tuple(keys),
-                        mu=_stored_mu(writer, it, jf, group, frame, config.device))
-                xi = torch.empty_like(state.Q)
+                    _emit(sink, state, it, jf, group, frame, check, on_frame)
+                xi = torch.empty_like(state.Q)  # the thermal-noise buffer of the group
                 while frame + 1 < n_frames:
                     for _ in range(config.save_every):
                         state = _advance(state, ff, T, config.params, group, xi)
                     frame += 1
-                    arrays = _state_arrays(state)
-                    _check_finite(arrays, group, state.step, **check)
-                    sink.put(it, jf, group, frame, arrays)
                     taken += config.save_every * len(group)
                     if bar is not None:
                         bar.update(config.save_every * len(group))
-                    if on_frame is not None:
-                        on_frame(frame, group)
+                    _emit(sink, state, it, jf, group, frame, check, on_frame)
     finally:
         sink.close()
         if bar is not None:

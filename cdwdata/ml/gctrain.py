@@ -25,7 +25,7 @@ import torch
 
 from cdwdata import schema, store
 from cdwdata._version import __version__
-from cdwdata.errors import InputError, ModelError
+from cdwdata.errors import InputError, ModelError, ParameterError
 from cdwdata.ml import modelfile
 from cdwdata.ml.gcmodel import HIDDEN, DensityModel
 from cdwdata.ml.options import PRECISIONS
@@ -161,7 +161,7 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
     sites with a fractional density (importance sampling; the loss stays unbiased).
     """
     if loss not in LOSSES:
-        raise ModelError(f"loss={loss!r}: use one of {LOSSES}")
+        raise ParameterError(f"loss={loss!r}: use one of {LOSSES}")
     out_stem = output_path(out)
     if not overwrite and modelfile.exists(out_stem):
         raise ModelError(f"{out_stem} already exists: choose another --out or overwrite it")
