@@ -298,7 +298,6 @@ class GrandCanonicalForceField(MLForceField):
                 return None
             mu = mu + dmu.clamp(-self.T, self.T)
             n = plan.density(mu)
-        return None
 
     def _bracketed(self, plan, mu0, target):
         """The bracketed secant solve of the filling equation from ``mu0``."""
@@ -341,10 +340,8 @@ class GrandCanonicalForceField(MLForceField):
         """``(F, n, mu)``; ``mu`` float64 of shape ``Q.shape[:-2]``."""
         n, mu, _ = self.solve(Q, mu_hint)
         n = n.to(device=Q.device, dtype=Q.dtype)
-        g = self.params.g
-        from cdwdata.ed import elastic_force
-
-        return g * (n - 0.5) + elastic_force(Q.detach(), self.params), n, mu.to(Q.device)
+        F = self.params.g * (n - 0.5) + self.params.elastic_force(Q.detach())
+        return F, n, mu.to(Q.device)
 
     def density_at(self, Q: Any, mu, T: float | None = None):
         """Model densities at a fixed chemical potential, numpy ``(..., L, L)`` in and out."""

@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
-from cdwdata.ml.inference import PRECISIONS  # noqa: F401  (re-exported)
 from cdwdata.ml.model import MLP, Normalizer
 
 KIND = "density"
