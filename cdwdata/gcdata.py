@@ -56,6 +56,8 @@ class GCSetConfig:
         completely written when the set is created.
     frame_fillings : tuple of float
         Only frames of these fillings (default: all of the store's).
+    frame_runs : tuple of int
+        Only these runs of each store (default: every completely written run).
     n_labels : int
         (mu, T) labels per configuration.
     temperatures, T_weights : tuple of float
@@ -76,6 +78,7 @@ class GCSetConfig:
     min_step: int = 1
     every: int = 1
     frame_fillings: tuple[float, ...] = ()
+    frame_runs: tuple[int, ...] = ()
     n_labels: int = 16
     temperatures: tuple[float, ...] = (0.1, 0.2, 0.3)
     T_weights: tuple[float, ...] = (2.0, 1.0, 1.0)
@@ -102,6 +105,10 @@ class GCSetConfig:
         object.__setattr__(self, "f_range", (lo, hi))
         object.__setattr__(self, "frames", tuple(str(p) for p in self.frames))
         object.__setattr__(self, "frame_fillings", tuple(float(f) for f in self.frame_fillings))
+        runs = tuple(self.frame_runs)
+        if any(isinstance(r, bool) or not float(r).is_integer() or r < 0 for r in runs):
+            raise ParameterError(f"frame_runs={runs!r} must be integers >= 0")
+        object.__setattr__(self, "frame_runs", tuple(sorted({int(r) for r in runs})))
         for name in ("n_random", "min_step", "every", "n_labels", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not float(v).is_integer() or v < 0:
@@ -135,6 +142,8 @@ class GCSetConfig:
                     for r in range(int(attrs["runs"])):
                         if done[it, jf, r] < len(steps):
                             continue
+                        if self.frame_runs and r not in self.frame_runs:
+                            continue
                         for k in frames:
                             rows.append(("quench", str(path), it, jf, r, k, int(steps[k]),
                                          float(f)))
@@ -147,7 +156,7 @@ class GCSetConfig:
         out.update({
             "kind": "gc-training-set", "L": self.L, "n_random": self.n_random,
             "frames": list(self.frames), "min_step": self.min_step, "every": self.every,
-            "frame_fillings": list(self.frame_fillings),
+            "frame_fillings": list(self.frame_fillings), "frame_runs": list(self.frame_runs),
             "n_labels": self.n_labels, "temperatures": list(self.temperatures),
             "T_weights": list(self.T_weights), "f_range": list(self.f_range),
             "p_near": self.p_near, "near_sigma": self.near_sigma,
@@ -232,9 +241,11 @@ def generate(path, config: GCSetConfig, resume: bool = False, overwrite: bool = 
     if resume and path.exists():
         got = store.read_attrs(path)
         for key in ("L", "n_random", "frames", "min_step", "every", "frame_fillings",
-                    "n_labels", "temperatures",
+                    "frame_runs", "n_labels", "temperatures",
                     "T_weights", "f_range", "p_near", "near_sigma", "seed", "params_json"):
-            if json.dumps(got.get(key)) != json.dumps(attrs[key]):
+            # stores made before frame_runs existed used every run
+            if json.dumps(got.get(key, [] if key == "frame_runs" else None)) != json.dumps(
+                    attrs[key]):
                 raise StoreError(f"cannot resume {path}: it was made with {key}={got.get(key)!r}"
                                  f", this run asks for {attrs[key]!r}")
         store.repair_samples_for_resume(path)  # damaged samples are computed again

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdwdata import HolsteinParams, Lattice, ModelError, descriptor, ed, store
+from cdwdata import HolsteinParams, Lattice, ModelError, ParameterError, descriptor, ed, store
 from cdwdata.ml import modelfile
 from cdwdata.ml.forcefield import GrandCanonicalForceField, load_model
 from cdwdata.ml.gcmodel import DensityModel, shift_direction, solve_mu
@@ -214,6 +214,20 @@ def test_gc_set_resume_redoes_nothing(gcset):
 
     c = GCSetConfig(L=L, n_random=6, frames=(str(gcset / "q.zarr"),), n_labels=5, seed=2)
     assert label_task(str(gcset / "gc.zarr"), c, list(range(30))) == 0
+
+
+def test_gc_set_can_take_only_some_runs_of_a_store(gcset):
+    from cdwdata.gcdata import GCSetConfig
+
+    q = str(gcset / "q.zarr")
+    every = GCSetConfig(L=L, frames=(q,), frame_fillings=(0.3,)).plan()
+    some = GCSetConfig(L=L, frames=(q,), frame_fillings=(0.3,), frame_runs=(2, 1)).plan()
+    assert set(every["run"]) == {0, 1, 2} and set(some["run"]) == {1, 2}
+    keep = every["run"] != 0
+    for key in ("run", "frame", "step", "f0"):
+        np.testing.assert_array_equal(some[key], every[key][keep])
+    with pytest.raises(ParameterError):
+        GCSetConfig(L=L, frames=(q,), frame_runs=(-1,))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ def configure(p) -> None:
     p.add_argument("--frame-f", type=float, nargs="+", default=[],
                    help="only frames of these fillings (default: all); only runs completely "
                         "written when the set is created are used")
+    p.add_argument("--frame-runs", type=int, nargs="+", default=[],
+                   help="only these runs of each store (default: every completely written run)")
     p.add_argument("--min-step", type=int, default=1,
                    help="use frames at step >= this (default 1: skip the hot start)")
     p.add_argument("--every", type=int, default=1, help="use every N-th frame (default 1)")
@@ -43,7 +45,8 @@ def run(args) -> int:
         weights = [2.0, 1.0, 1.0] if len(args.T) == 3 else [1.0] * len(args.T)
     config = GCSetConfig(L=args.L, n_random=args.random, frames=tuple(args.frames),
                          min_step=args.min_step, every=args.every,
-                         frame_fillings=tuple(args.frame_f), n_labels=args.labels,
+                         frame_fillings=tuple(args.frame_f),
+                         frame_runs=tuple(args.frame_runs), n_labels=args.labels,
                          temperatures=tuple(args.T), T_weights=tuple(weights),
                          f_range=tuple(args.f_range), p_near=args.p_near, seed=args.seed,
                          params=params_from(args))
