@@ -88,6 +88,8 @@ class Context:
         return self.out / "models"
 
     def model_name(self, f: float) -> str:
+        if self.use_shipped_models and self.preset.quench.shipped_model:
+            return self.preset.quench.shipped_model
         return f"holstein-f{float(f):g}"
 
     def model_stem(self, f: float) -> Path:
@@ -97,7 +99,7 @@ class Context:
     def forcefield(self) -> str:
         """Force-field spec of the ML quenches ('{f}' is replaced by the filling)."""
         if self.use_shipped_models:
-            return "holstein-f{f}"
+            return self.preset.quench.shipped_model or "holstein-f{f}"
         return str(self.models_dir.resolve() / "holstein-f{f}")
 
     def quench(self, which: str) -> Path:
@@ -307,7 +309,8 @@ def quench_stage(ctx: Context, which: str) -> Stage:
                             steps=q.steps, save_every=q.save_every, seed=seed,
                             params=ctx.params, forcefield=ctx.forcefield,
                             frame_vars=("Q", "n"), frame_dtype=q.frame_dtype,
-                            device=ctx.device, compute_dtype=q.compute_dtype)
+                            device=ctx.device, compute_dtype=q.compute_dtype,
+                            precision=q.precision)
 
     def run(overwrite):
         from cdwdata.ensemble import run_ensemble
@@ -372,7 +375,8 @@ def correlation_stage(ctx: Context, which: str) -> Stage:
                            steps=c.steps, save_every=c.save_every, seed=c.seed,
                            params=ctx.params, forcefield="ed" if ed else ctx.forcefield,
                            frame_vars=("Q", "n"), frame_dtype="float64", device=ctx.device,
-                           compute_dtype="float64" if ed else ctx.preset.quench.compute_dtype)
+                           compute_dtype="float64" if ed else ctx.preset.quench.compute_dtype,
+                           precision="float32" if ed else ctx.preset.quench.precision)
         # ED on CPU workers unless the device is a GPU (batched ED there)
         run_ensemble(cfg, path, client=ctx.client("device" if not ed or
                                                   str(ctx.device).startswith("cuda")
