@@ -55,11 +55,33 @@ UPPER = "upper"  # upper envelope of C(r): same-sublattice shells
 LOWER = "lower"  # lower envelope of C(r): opposite-sublattice shells
 WALL = "wall_density"  # fraction of nearest-neighbour bonds crossed by a domain wall
 
+ALPHA_ALT = "alpha_alt"  # alpha over an alternative fit window
+ALPHA_WINDOW_ERR = "alpha_window_err"  # largest |alpha_alt - alpha|
+ALT_WINDOW = "alt_window"  # dimension: index of the alternative fit window
+ALT_T_MIN = "alt_t_min"  # coordinate along alt_window: its first time
+ALT_T_MAX = "alt_t_max"  # coordinate along alt_window: its last time
+Q_HALF = "q_half"  # half width at half maximum of the S(q) peak
+Q_MIN = "q_min"  # lower end of a q fit window
+Q_MAX = "q_max"  # upper end of a q fit window
+N_POINTS = "n_points"  # number of (shell) points in a fit
+
 # --- defaults of the fits: cdw analyze, the explorer, the figures and the notebooks use these --
-#: Intermediate-q Porod window in units of ``q L(t)`` (paper: ``S ~ q**-3`` there).
+#: A fixed intermediate-q window in units of ``q L(t)``, the ``--porod-qL`` override of
+#: ``cdw analyze`` (the default there is the data-driven :func:`porod_window`).
 POROD_QL: tuple[float, float] = (2.0, 6.0)
-#: Large-q window in units of 1/lattice spacing (paper: about ``q**-2`` there).
-LARGE_Q: tuple[float, float] = (1.0, 2.2)
+#: The intermediate (Porod, ``S ~ q**-3``) window starts this many half widths of the S(q)
+#: peak (:func:`peak_halfwidth`) away from ``Q``: Porod's law is the regime ``q L >> 1``.
+POROD_START = 4.0
+#: ... and spans this factor in q (half a decade), unless the large-q window starts first.
+POROD_SPAN = 3.0
+#: Large-q window in units of 1/lattice spacing: wavelengths ``2 pi / q`` of 2 to 4 lattice
+#: spacings (the scale of the domain walls; paper: about ``q**-2`` there), ending at
+#: ``q = pi``, the last complete circle around ``Q`` in the Brillouin zone (shells with
+#: ``q > pi`` hold only the zone corners). Also the upper bound of :func:`porod_window`.
+LARGE_Q: tuple[float, float] = (np.pi / 2, np.pi)
+#: The alternative growth-exponent windows of the window-sensitivity error, as fractions of
+#: the last stored time ``t_end`` (t = 50..500 and 200..1000 for t_end = 1000).
+ALT_WINDOWS: tuple[tuple[float, float], ...] = ((1 / 20, 1 / 2), (1 / 5, 1.0))
 #: Fewest points (shells or times) a log-log fit accepts.
 MIN_FIT_POINTS = 3
 
@@ -78,6 +100,14 @@ _LOCAL_ATTRS: dict[str, tuple[str, str]] = {
     UPPER: ("1", "upper envelope of C(r): same-sublattice separations"),
     LOWER: ("1", "lower envelope of C(r): opposite-sublattice separations"),
     WALL: ("1", "fraction of nearest-neighbour bonds crossed by a domain wall"),
+    ALPHA_ALT: ("1", "growth exponent alpha over an alternative fit window"),
+    ALPHA_WINDOW_ERR: ("1", "window sensitivity of alpha: largest |alpha_alt - alpha|"),
+    ALT_T_MIN: ("1/omega", "first time of the alternative fit window"),
+    ALT_T_MAX: ("1/omega", "last time of the alternative fit window"),
+    Q_HALF: ("1/lattice spacing", "half width at half maximum of the S(q) peak"),
+    Q_MIN: ("1/lattice spacing", "lower end of the q fit window"),
+    Q_MAX: ("1/lattice spacing", "upper end of the q fit window"),
+    N_POINTS: ("1", "number of shells in the fit"),
 }
 
 __all__ = [
@@ -89,12 +119,17 @@ __all__ = [
     "ensemble_mean",
     "growth_exponent",
     "growth_window",
+    "alternative_windows",
     "interface_density",
     "order_parameter",
+    "peak_halfwidth",
     "porod_slope",
+    "porod_window",
+    "pooled_slope",
     "radial_structure_factor",
     "scaling_collapse",
     "structure_factor",
+    "window_sensitivity",
 ]
 
 
@@ -721,6 +756,200 @@ def porod_slope(
     )
 
 
+def _halfwidth_kernel(S: np.ndarray, q: np.ndarray) -> np.ndarray:
+    lead = S.shape[:-1]
+    flat = S.reshape(-1, q.size)
+    out = np.full(flat.shape[0], np.nan)
+    for b, s in enumerate(flat):
+        if not np.isfinite(s).any():
+            continue
+        top = int(np.nanargmax(s))
+        half = 0.5 * s[top]
+        below = np.flatnonzero(s[top:] <= half)
+        if not half > 0 or below.size == 0:
+            continue
+        j = top + int(below[0])
+        s0, s1, q0, q1 = s[j - 1], s[j], q[j - 1], q[j]
+        if q0 > 0 and s1 > 0:  # log-log: exact for a power law between the two shells
+            out[b] = q0 * np.exp(np.log(s0 / half) / np.log(s0 / s1) * np.log(q1 / q0))
+        else:
+            out[b] = q0 + (s0 - half) / (s0 - s1) * (q1 - q0)
+    return out.reshape(lead)
+
+
+def peak_halfwidth(Sq: xr.DataArray) -> xr.DataArray:
+    """Half width at half maximum of the peak of S(q): the momentum scale ``~ 1/L(t)``.
+
+    From the largest value ``S_max`` (at ``q = 0`` for non-conserved order, or at the peak
+    position ``q*`` if S(q) peaks away from ``Q``), the first ``q > q*`` where
+    ``S(q) <= S_max / 2``, interpolated between the two shells around it (linearly in
+    ``(log q, log S)``, or in ``(q, S)`` next to ``q = 0``). Unlike
+    eq. 15 it does not depend on the large-q tail of S.
+
+    Parameters
+    ----------
+    Sq : DataArray, dims (..., q)
+        Output of :func:`radial_structure_factor` (q ascending), e.g. the ensemble mean.
+
+    Returns
+    -------
+    DataArray ``q_half``, dims (...), 1/lattice spacing; NaN where S(q) never falls to half
+    its maximum (no peak) or is all NaN.
+    """
+    _require_dims(Sq, (schema.QR,), "peak_halfwidth(Sq)")
+    q = np.asarray(Sq[schema.QR].values, dtype=np.float64)
+    Sq = _single_chunk(Sq, (schema.QR,))
+    out = xr.apply_ufunc(
+        _halfwidth_kernel,
+        Sq,
+        input_core_dims=[[schema.QR]],
+        kwargs={"q": q},
+        dask="parallelized",
+        output_dtypes=[np.float64],
+    )
+    out.name = Q_HALF
+    out.attrs = _attrs(Q_HALF)
+    return out
+
+
+def porod_window(
+    Sq: xr.DataArray,
+    start: float = POROD_START,
+    span: float = POROD_SPAN,
+    q_cap: float = LARGE_Q[0],
+) -> xr.Dataset:
+    """The intermediate-q (Porod) fit window of each S(q) curve, chosen from the curve.
+
+    Rule (fixed before looking at any slope): Porod's law ``S ~ q**-(d+1)`` holds for
+    ``1/L << q << 1/(wall width)``. The scale ``1/L`` is read off the curve itself as the
+    half width ``q_half`` of its peak (:func:`peak_halfwidth`); the window starts at
+    ``q_min = start * q_half`` and ends at ``q_max = min(span * q_min, q_cap)``, where
+    ``q_cap`` is the start of the large-q window (default ``LARGE_Q[0] = pi/2``, wavelengths
+    of 4 lattice spacings, the scale of the walls). A window that is empty (``q_max <=
+    q_min``) is NaN; one with fewer than ``MIN_FIT_POINTS`` shells gives a NaN slope in
+    :func:`pooled_slope`.
+
+    Parameters
+    ----------
+    Sq : DataArray, dims (..., q)
+        Output of :func:`radial_structure_factor` (typically the ensemble mean per step).
+    start, span, q_cap : float
+        See the rule above (defaults :data:`POROD_START`, :data:`POROD_SPAN`,
+        ``LARGE_Q[0]``).
+
+    Returns
+    -------
+    Dataset with ``q_half``, ``q_min`` and ``q_max``, dims (...), 1/lattice spacing; attrs
+    ``start``, ``span``, ``q_cap`` and ``rule``.
+    """
+    if not (start > 0 and span > 1 and q_cap > 0):
+        raise ParameterError(f"porod_window needs start > 0, span > 1, q_cap > 0; got "
+                             f"start={start}, span={span}, q_cap={q_cap}")
+    qh = peak_halfwidth(Sq)
+    lo = start * qh
+    hi = np.minimum(span * lo, q_cap)
+    ok = hi > lo
+    lo, hi = lo.where(ok), hi.where(ok)
+    lo.name, hi.name = Q_MIN, Q_MAX
+    lo.attrs, hi.attrs = _attrs(Q_MIN), _attrs(Q_MAX)
+    return xr.Dataset(
+        {Q_HALF: qh, Q_MIN: lo, Q_MAX: hi},
+        attrs={"start": float(start), "span": float(span), "q_cap": float(q_cap),
+               "rule": f"q_min = {start:g} q_half, q_max = min({span:g} q_min, {q_cap:.4g}); "
+                       "q_half = half width at half maximum of the S(q) peak"},
+    )
+
+
+def _pooled_kernel(S: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray):
+    """S (..., C, nq), lo/hi (..., C) -> slope, err, n_points (...): common slope, own
+    intercept per curve, each curve over its own window (curves with < MIN_FIT_POINTS
+    shells inside are left out)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(np.where(q > 0, q, np.nan))
+        y = np.log(np.where(S > 0, S, np.nan))
+        inside = (q > 0) & (q >= lo[..., None]) & (q <= hi[..., None])
+        n = inside.sum(-1)
+        use = inside & (n >= MIN_FIT_POINTS)[..., None]
+        m = use.astype(np.float64)
+        nc = m.sum(-1)
+        xw = np.where(use, x, 0.0)
+        yw = np.where(use, y, 0.0)  # NaN (S <= 0 inside a window) propagates
+        xm = xw.sum(-1) / nc
+        ym = yw.sum(-1) / nc
+        dx = np.where(use, x - xm[..., None], 0.0)
+        dy = np.where(use, y - ym[..., None], 0.0)
+        sxx = (dx * dx).sum((-2, -1))
+        sxy = (dx * dy).sum((-2, -1))
+        slope = sxy / sxx
+        res = np.where(use, dy - slope[..., None, None] * dx, 0.0)
+        ncurves = (nc > 0).sum(-1)
+        npts = m.sum((-2, -1))
+        dof = npts - ncurves - 1
+        err = np.sqrt((res * res).sum((-2, -1)) / dof / sxx)
+    slope = np.where(npts > 0, slope, np.nan)
+    err = np.where(dof > 0, err, np.nan)
+    return slope, np.where(npts > 0, err, np.nan), npts
+
+
+def pooled_slope(
+    Sq: xr.DataArray,
+    q_min: float | xr.DataArray,
+    q_max: float | xr.DataArray,
+    dim: Hashable | None = None,
+) -> xr.Dataset:
+    """Log-log slope of S(q) over per-curve q windows; pooled over ``dim`` if given.
+
+    Without ``dim`` every curve is fitted on its own (least squares of ``log S`` vs
+    ``log q`` over ``q_min <= q <= q_max``, ``q > 0``), like :func:`porod_slope` but with a
+    window that may differ from curve to curve. With ``dim`` (e.g. ``step``: the curves of
+    a late-time window) one slope is fitted to all curves along ``dim`` together, each with
+    its own intercept and its own window (the within-curve least-squares estimator).
+    Curves whose window holds fewer than ``MIN_FIT_POINTS`` shells are left out; with none
+    left the slope is NaN. A shell with ``S <= 0`` inside a window makes the fit NaN.
+
+    Parameters
+    ----------
+    Sq : DataArray, dims (..., [dim], q)
+    q_min, q_max : float or DataArray broadcastable to ``Sq`` without ``q``
+        The windows (1/lattice spacing); NaN means no window (the curve is left out).
+    dim : str, optional
+        Dimension to pool over.
+
+    Returns
+    -------
+    Dataset with ``slope``, ``slope_err`` (least-squares standard error) and ``n_points``
+    (shells used), dims (...) without ``dim``.
+    """
+    _require_dims(Sq, (schema.QR,), "pooled_slope(Sq)")
+    q = np.asarray(Sq[schema.QR].values, dtype=np.float64)
+    shape = Sq.isel({schema.QR: 0}, drop=True)
+    lo = xr.broadcast(xr.DataArray(q_min) if not isinstance(q_min, xr.DataArray) else q_min,
+                      shape)[0]
+    hi = xr.broadcast(xr.DataArray(q_max) if not isinstance(q_max, xr.DataArray) else q_max,
+                      shape)[0]
+    lo, hi = lo.fillna(np.inf), hi.fillna(-np.inf)
+    pool = "_curve" if dim is None else dim
+    if dim is None:
+        Sq, lo, hi = Sq.expand_dims(pool), lo.expand_dims(pool), hi.expand_dims(pool)
+    else:
+        _require_dims(Sq, (dim,), "pooled_slope(Sq)")
+    Sq = _single_chunk(Sq, (pool, schema.QR))
+    slope, err, npts = xr.apply_ufunc(
+        _pooled_kernel,
+        Sq,
+        lo.astype(np.float64),
+        hi.astype(np.float64),
+        input_core_dims=[[pool, schema.QR], [pool], [pool]],
+        output_core_dims=[[], [], []],
+        kwargs={"q": q},
+        dask="parallelized",
+        output_dtypes=[np.float64, np.float64, np.float64],
+    )
+    slope.attrs, err.attrs, npts.attrs = _attrs(SLOPE), _attrs(SLOPE_ERR), _attrs(N_POINTS)
+    return xr.Dataset({SLOPE: slope, SLOPE_ERR: err, N_POINTS: npts.astype(np.int64)},
+                      attrs={"pooled_over": "" if dim is None else str(dim)})
+
+
 def _growth_kernel(L: np.ndarray, logt: np.ndarray, sel: np.ndarray, n_boot: int, seed: int,
                    harmonic: bool):
     """L (..., run, step) -> alpha, alpha_err, prefactor (...)."""
@@ -854,6 +1083,78 @@ def growth_exponent(
             "mean": mean,
         },
     )
+
+
+def alternative_windows(t, fractions=ALT_WINDOWS) -> list[tuple[float, float]]:
+    """The alternative growth-exponent windows of a run with stored times ``t``.
+
+    ``(a t_end, b t_end)`` for every ``(a, b)`` in ``fractions`` (default
+    :data:`ALT_WINDOWS`: ``t_end/20 .. t_end/2`` and ``t_end/5 .. t_end``, i.e. t = 50..500
+    and 200..1000 for t_end = 1000), ``t_end`` the last stored time.
+    """
+    t = np.asarray(t, dtype=np.float64).ravel()
+    t_pos = t[t > 0]
+    if t_pos.size == 0:
+        raise InputError("alternative_windows: no stored time t > 0")
+    t_end = float(t_pos.max())
+    return [(float(a) * t_end, float(b) * t_end) for a, b in fractions]
+
+
+def window_sensitivity(
+    L: xr.DataArray,
+    alpha: xr.DataArray,
+    windows: Sequence[tuple[float, float]],
+    dim: Hashable = schema.RUN,
+    time_dim: Hashable = schema.STEP,
+    mean: Literal["arithmetic", "harmonic"] = "arithmetic",
+) -> xr.Dataset:
+    """Growth exponent over alternative fit windows and the spread it implies.
+
+    ``alpha_alt`` is :func:`growth_exponent` of the ensemble mean over each window of
+    ``windows`` (NaN for a window with fewer than ``MIN_FIT_POINTS`` times, e.g. in a short
+    run); ``alpha_window_err = max |alpha_alt - alpha|`` over the windows that could be
+    fitted (NaN if none). For a pure power law it is zero up to noise; a crossover in
+    ``L(t)`` makes it large.
+
+    Parameters
+    ----------
+    L : DataArray, dims (..., [run], step)
+    alpha : DataArray, dims (...)
+        Exponent over the default window (:func:`growth_exponent`).
+    windows : sequence of (t_min, t_max)
+        Alternative windows (:func:`alternative_windows`).
+
+    Returns
+    -------
+    Dataset with ``alpha_alt`` (..., alt_window), coordinates ``alt_t_min`` and
+    ``alt_t_max`` along ``alt_window``, and ``alpha_window_err`` (...); attrs
+    ``alt_windows``.
+    """
+    windows = [tuple(map(float, w)) for w in windows]
+    if not windows:
+        raise InputError("window_sensitivity needs at least one alternative window")
+    alts = []
+    for w in windows:
+        try:
+            a = growth_exponent(L, window=w, dim=dim, n_boot=0, time_dim=time_dim,
+                                mean=mean)[ALPHA]
+        except InputError:  # too few times in this window
+            a = xr.full_like(alpha, np.nan, dtype=np.float64)
+        a = a.copy()
+        a.attrs = {}
+        alts.append(a)
+    alt = xr.concat(alts, dim=ALT_WINDOW, coords="minimal", compat="override")
+    alt = alt.assign_coords({
+        ALT_WINDOW: np.arange(len(windows)),
+        ALT_T_MIN: (ALT_WINDOW, [w[0] for w in windows], _attrs(ALT_T_MIN)),
+        ALT_T_MAX: (ALT_WINDOW, [w[1] for w in windows], _attrs(ALT_T_MAX)),
+    })
+    alt = alt.transpose(..., ALT_WINDOW)
+    dev = np.abs(alt - alpha)
+    err = dev.max(ALT_WINDOW, skipna=True).where(dev.notnull().any(ALT_WINDOW))
+    alt.attrs, err.attrs = _attrs(ALPHA_ALT), _attrs(ALPHA_WINDOW_ERR)
+    return xr.Dataset({ALPHA_ALT: alt, ALPHA_WINDOW_ERR: err},
+                      attrs={"alt_windows": [list(w) for w in windows]})
 
 
 # --- accessor ---------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Fit windows chosen from the data: the Porod windows of S(q) and the window sensitivity of
+alpha. Synthetic curves with known power laws; the rules must recover any exponent, not only
+the paper's -3 and -2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from cdwdata import analysis as an
+from cdwdata import schema
+from cdwdata.errors import ParameterError
+
+Q_FINE = np.linspace(0.0, np.pi * np.sqrt(2), 1200)
+
+
+def broken_power_law(q, q0, inner=-3.0, outer=-2.0, q_x=1.0):
+    """Flat core (S = 1, q <= q0), then q**inner up to q_x, then q**outer (continuous)."""
+    s = np.ones_like(q)
+    mid = (q > q0) & (q <= q_x)
+    s[mid] = (q[mid] / q0) ** inner
+    far = q > q_x
+    s[far] = (q_x / q0) ** inner * (q[far] / q_x) ** outer
+    return s
+
+
+def curves(q0s, q=Q_FINE, **kw):
+    data = np.stack([broken_power_law(q, q0, **kw) for q0 in q0s])
+    t = np.arange(1, len(q0s) + 1) * 10.0
+    return xr.DataArray(data, dims=(schema.STEP, schema.QR),
+                        coords={schema.QR: q, schema.STEP: np.arange(len(q0s)),
+                                schema.TIME: (schema.STEP, t)}, name=schema.S)
+
+
+def test_peak_halfwidth_of_known_peaks():
+    q0 = 0.3
+    lorentz = xr.DataArray(1.0 / (1.0 + (Q_FINE / q0) ** 2), dims=schema.QR,
+                           coords={schema.QR: Q_FINE})
+    assert float(an.peak_halfwidth(lorentz)) == pytest.approx(q0, rel=1e-4)
+    # a peak away from Q: half width measured on the far side of the maximum
+    sigma, qstar = 0.1, 1.0
+    gauss = xr.DataArray(np.exp(-((Q_FINE - qstar) ** 2) / (2 * sigma**2)), dims=schema.QR,
+                         coords={schema.QR: Q_FINE})
+    want = qstar + sigma * np.sqrt(2 * np.log(2))
+    assert float(an.peak_halfwidth(gauss)) == pytest.approx(want, rel=1e-3)
+    flat = xr.DataArray(np.ones(5), dims=schema.QR, coords={schema.QR: np.arange(5.0)})
+    assert np.isnan(float(an.peak_halfwidth(flat)))
+
+
+@pytest.mark.parametrize(("inner", "outer"), [(-3.0, -2.0), (-2.5, -1.5), (-4.0, -2.7)])
+def test_data_chosen_windows_recover_any_exponent(inner, outer):
+    # domains grow: the core shrinks in q; the rule follows it and finds the true slopes
+    Sq = curves([0.02, 0.015, 0.012, 0.01], inner=inner, outer=outer, q_x=1.0)
+    win = an.porod_window(Sq)
+    qh = win[an.Q_HALF].values
+    exact = np.array([0.02, 0.015, 0.012, 0.01]) * 2 ** (-1 / inner)
+    np.testing.assert_allclose(qh, exact, atol=Q_FINE[1])  # within one grid step
+    np.testing.assert_allclose(win[an.Q_MIN].values, an.POROD_START * qh)
+    np.testing.assert_allclose(win[an.Q_MAX].values, an.POROD_SPAN * an.POROD_START * qh)
+    each = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
+    np.testing.assert_allclose(each[an.SLOPE].values, inner, atol=1e-9)
+    assert each[an.SLOPE].dims == (schema.STEP,) and (each[an.N_POINTS] >= 3).all()
+    late = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX], dim=schema.STEP)
+    assert float(late[an.SLOPE]) == pytest.approx(inner, abs=1e-9)
+    assert float(late[an.SLOPE_ERR]) < 1e-8
+    large = an.pooled_slope(Sq, *an.LARGE_Q, dim=schema.STEP)
+    assert float(large[an.SLOPE]) == pytest.approx(outer, abs=1e-9)
+
+
+def test_pooled_slope_error_covers_noise():
+    rng = np.random.default_rng(5)
+    Sq = curves([0.02, 0.015, 0.012, 0.01])
+    noisy = Sq * np.exp(0.05 * rng.standard_normal(Sq.shape))
+    win = an.porod_window(Sq)  # windows of the clean curves: the noise is only in the fit
+    late = an.pooled_slope(noisy, win[an.Q_MIN], win[an.Q_MAX], dim=schema.STEP)
+    err = float(late[an.SLOPE_ERR])
+    assert 0 < err < 0.1
+    assert abs(float(late[an.SLOPE]) + 3.0) < 4 * err
+
+
+def test_porod_window_stops_at_the_large_q_window():
+    Sq = curves([0.2])  # big core: 3 * 4 * q_half would pass pi / 2
+    win = an.porod_window(Sq).isel({schema.STEP: 0})
+    assert float(win[an.Q_MAX]) == pytest.approx(an.LARGE_Q[0])
+    assert float(win[an.Q_MIN]) < an.LARGE_Q[0]
+    # a core so wide that the window is empty: NaN window, NaN slope, no error
+    wide = curves([0.5])
+    w = an.porod_window(wide)
+    assert np.isnan(w[an.Q_MIN]).all() and np.isnan(w[an.Q_MAX]).all()
+    fit = an.pooled_slope(wide, w[an.Q_MIN], w[an.Q_MAX], dim=schema.STEP)
+    assert np.isnan(float(fit[an.SLOPE])) and int(fit[an.N_POINTS]) == 0
+    with pytest.raises(ParameterError, match="span"):
+        an.porod_window(Sq, span=1.0)
+
+
+def test_pooled_slope_leaves_out_curves_with_too_few_shells():
+    q = np.arange(0, 40) * 2 * np.pi / 80  # an L = 80 shell grid
+    Sq = xr.DataArray(np.stack([np.where(q > 0, q, 1.0) ** -3.0] * 2), dims=("step", "q"),
+                      coords={"q": q})
+    lo = xr.DataArray([0.2, 0.2], dims="step")
+    hi = xr.DataArray([1.0, 0.25], dims="step")  # the second window holds 1 shell
+    fit = an.pooled_slope(Sq, lo, hi, dim="step")
+    assert float(fit[an.SLOPE]) == pytest.approx(-3.0)
+    assert int(fit[an.N_POINTS]) == int(((q >= 0.2) & (q <= 1.0)).sum())
+
+
+def growth(rng, law, runs=16, noise=0.02, t=None):
+    t = np.linspace(0, 1000, 201) if t is None else np.asarray(t, dtype=float)
+    tt = np.where(t > 0, t, 1.0)
+    data = law(tt)[None, None, :] * (1 + noise * rng.standard_normal((1, runs, t.size)))
+    return xr.DataArray(data, dims=(schema.T, schema.RUN, schema.STEP),
+                        coords={schema.T: [0.1], schema.STEP: np.arange(t.size) * 100,
+                                schema.TIME: (schema.STEP, t)}, name=schema.LDOM)
+
+
+def test_alternative_windows_scale_with_the_run():
+    t = np.linspace(0, 1000, 201)
+    assert an.alternative_windows(t) == [(50.0, 500.0), (200.0, 1000.0)]
+    assert an.growth_window(t) == (100.0, 1000.0)
+    assert an.alternative_windows([0, 10, 30]) == [(1.5, 15.0), (6.0, 30.0)]
+
+
+def test_window_error_is_small_for_a_power_law_and_large_for_a_crossover():
+    rng = np.random.default_rng(11)
+    t = np.linspace(0, 1000, 201)
+    pure = growth(rng, lambda t: 1.3 * t**0.15)
+    fit = an.growth_exponent(pure, an.growth_window(t), n_boot=100)
+    sens = an.window_sensitivity(pure, fit[an.ALPHA], an.alternative_windows(t))
+    assert sens[an.ALPHA_ALT].dims == (schema.T, an.ALT_WINDOW)
+    np.testing.assert_allclose(sens[an.ALT_T_MIN].values, [50.0, 200.0])
+    np.testing.assert_allclose(sens[an.ALPHA_ALT].values, 0.15, atol=0.01)
+    assert float(sens[an.ALPHA_WINDOW_ERR].squeeze()) < 0.01
+    # L ~ t^0.5 up to t = 150, then t^0.1: the windows disagree by far more than the noise
+    def cross(t):
+        return np.where(t < 150, t**0.5, 150**0.5 * (t / 150) ** 0.1)
+    bent = growth(rng, cross)
+    fit = an.growth_exponent(bent, an.growth_window(t), n_boot=100)
+    sens = an.window_sensitivity(bent, fit[an.ALPHA], an.alternative_windows(t))
+    err = float(sens[an.ALPHA_WINDOW_ERR].squeeze())
+    assert err > 0.05 > 5 * float(fit[an.ALPHA_ERR].squeeze())
+    alt = sens[an.ALPHA_ALT].squeeze().values
+    assert err == pytest.approx(np.max(np.abs(alt - float(fit[an.ALPHA].squeeze()))))
+
+
+def test_window_error_of_a_short_run_is_nan_where_a_window_is_too_short():
+    rng = np.random.default_rng(2)
+    t = [0.0, 10.0, 20.0, 30.0, 40.0]  # t_end/20..t_end/2 = 2..20 holds 2 times
+    L = growth(rng, lambda t: t**0.3, t=t)
+    fit = an.growth_exponent(L, an.growth_window(t), n_boot=0)
+    sens = an.window_sensitivity(L, fit[an.ALPHA], an.alternative_windows(t))
+    alt = sens[an.ALPHA_ALT].squeeze().values
+    assert np.isnan(alt[0]) and np.isfinite(alt[1])
+    assert float(sens[an.ALPHA_WINDOW_ERR].squeeze()) == pytest.approx(
+        abs(alt[1] - float(fit[an.ALPHA].squeeze())))
+    tiny = growth(rng, lambda t: t**0.3, t=[0.0, 10.0, 20.0])
+    nan_alpha = xr.DataArray([np.nan], dims=schema.T, coords={schema.T: [0.1]})
+    sens = an.window_sensitivity(tiny, nan_alpha, an.alternative_windows([0.0, 10.0, 20.0]))
+    assert np.isnan(sens[an.ALPHA_ALT]).all() and np.isnan(sens[an.ALPHA_WINDOW_ERR]).all()
