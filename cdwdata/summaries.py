@@ -7,9 +7,24 @@ fit windows:
 
 * ``order-parameter.zarr``   -- ``phi (T, f, run, step, x, y)``
 * ``structure-factor.zarr``  -- ``S (T, f, run, step, kx, ky)``, ``Sq (T, f, run, step, q)``,
-  the ensemble mean of S(q) and Porod slopes of that mean at intermediate and large q
+  the ensemble mean of S(q), Porod slopes of that mean at intermediate and large q per step
+  (with the q window of every step) and pooled over the growth-fit window, and the
+  collapse quality of ``S / L**2`` vs ``q L`` over the growth-fit window
 * ``domain-size.zarr``       -- ``L (T, f, run, step)`` with ensemble mean and standard error
-* ``growth-exponents.zarr``  -- ``alpha, alpha_err, prefactor (T, f)``, window in attrs
+* ``growth-exponents.zarr``  -- ``alpha, alpha_err, prefactor (T, f)`` over the default window,
+  ``alpha_alt (T, f, alt_window)`` over the alternative windows and
+  ``alpha_window_err (T, f)``; the windows in attrs
+
+One time window is used for every late-time number: the growth-fit window
+(:func:`cdwdata.analysis.growth_window`, the last decade of the run, unless
+:class:`AnalysisSettings` gives one). It is stored as the attr ``window`` of every output.
+
+The intermediate Porod window is chosen from the data, per (T, f) cell and step, by
+:func:`cdwdata.analysis.porod_window` (it starts at ``POROD_START`` half widths of the S(q)
+peak and spans a factor ``POROD_SPAN``, ending at the latest where the large-q window
+starts); the large-q window is :data:`cdwdata.analysis.LARGE_Q` (``pi/2 <= q <= pi``). Both
+can be fixed instead (``porod_qL``, ``large_q``). The windows used are stored: ``porod_q_min``
+and ``porod_q_max`` per step, the rule and the large-q window in attrs.
 
 The trajectory store is verified first (:func:`cdwdata.store.verify`): damaged data is
 refused, never analysed. The four stores are written into a hidden staging folder beside the
@@ -42,21 +57,29 @@ class AnalysisSettings:
     Attributes
     ----------
     window : (t_min, t_max) or None
-        Growth-exponent fit window in time units; default: the last decade of the run,
-        ``(t_end / 10, t_end)``.
-    porod_qL : (lo, hi)
-        Intermediate-q Porod window in units of q L(t) (paper: q^-3 there).
+        Growth-exponent fit window in time units, also the late-time window of the collapse
+        quality and of the pooled Porod slopes; default: the last decade of the run,
+        ``(t_end / 10, t_end)`` (:func:`cdwdata.analysis.growth_window`).
+    porod_qL : (lo, hi) or None
+        Intermediate-q Porod window fixed in units of q L(t) (e.g.
+        :data:`cdwdata.analysis.POROD_QL`); default None: chosen from the data
+        (:func:`cdwdata.analysis.porod_window`).
     large_q : (lo, hi)
-        Large-q window in lattice units (paper: about q^-2 there).
+        Large-q window in lattice units (paper: about q^-2 there); default
+        :data:`cdwdata.analysis.LARGE_Q`.
     n_boot, seed : int
         Bootstrap of alpha over runs.
+    alt_windows : sequence of (a, b)
+        Alternative growth windows ``(a t_end, b t_end)`` of the window-sensitivity error
+        (default :data:`cdwdata.analysis.ALT_WINDOWS`).
     """
 
     window: tuple[float, float] | None = None
-    porod_qL: tuple[float, float] = analysis.POROD_QL
+    porod_qL: tuple[float, float] | None = None
     large_q: tuple[float, float] = analysis.LARGE_Q
     n_boot: int = 200
     seed: int = 0
+    alt_windows: tuple[tuple[float, float], ...] = analysis.ALT_WINDOWS
 
 
 #: The stores :func:`analyze_store` writes, in order.
@@ -71,42 +94,76 @@ def default_output(path) -> Path:
     return Path(str(path).removesuffix("/").removesuffix(".zarr") + "-analysis")
 
 
-def _slope_or_nan(Sq, lo: float, hi: float):
-    """Porod fit of ``Sq`` over q in [lo, hi], or NaN with fewer than ``MIN_FIT_POINTS`` shells
-    inside."""
-    q = Sq[schema.QR]
-    if not (np.isfinite(lo) and np.isfinite(hi)) or int(((q >= lo) & (q <= hi)).sum()) < analysis.MIN_FIT_POINTS:
-        nan = (Sq.isel({schema.QR: 0}, drop=True) * np.nan)
-        return nan, nan
-    fit = analysis.porod_slope(Sq, (lo, hi))
-    return fit[analysis.SLOPE], fit[analysis.SLOPE_ERR]
+def _late(da, window):
+    """``da`` at the steps whose time lies in ``window``."""
+    t = np.asarray(da[schema.TIME].values, dtype=np.float64)
+    return da.isel({schema.STEP: np.flatnonzero((t >= window[0]) & (t <= window[1]) & (t > 0))})
 
 
-def _porod(Sq_mean, L_mean, qL_window, q_window):
-    """Porod slopes of the ensemble-mean S(q) per (T, f, step) in two q windows.
+def _porod(Sq_mean, L_mean, s: AnalysisSettings, window):
+    """Porod slopes of the ensemble-mean S(q) per (T, f, step) and pooled over ``window``.
 
-    The intermediate window is fixed in units of q L(t), so it moves with time: each frame is
-    fitted over ``qL_window / L(t)`` (the widest range common to all (T, f) cells).
+    Intermediate window: chosen per curve from the data (:func:`analysis.porod_window`),
+    or fixed in units of q L(t) (``s.porod_qL``: ``lo / L(t) .. hi / L(t)`` of each cell).
+    Large-q window: ``s.large_q`` in lattice units.
     """
-    import xarray as xr
+    Sq_mean = Sq_mean.transpose(schema.T, schema.F_FILL, schema.STEP, schema.QR)
+    L_mean = L_mean.transpose(schema.T, schema.F_FILL, schema.STEP)
+    if s.porod_qL is None:
+        win = analysis.porod_window(Sq_mean, q_cap=float(s.large_q[0]))
+        q_min, q_max, q_half = win[analysis.Q_MIN], win[analysis.Q_MAX], win[analysis.Q_HALF]
+        rule = win.attrs["rule"]
+    else:
+        q_min = float(s.porod_qL[0]) / L_mean
+        q_max = float(s.porod_qL[1]) / L_mean
+        q_half = analysis.peak_halfwidth(Sq_mean)
+        rule = f"fixed: q L(t) = {s.porod_qL[0]:g} .. {s.porod_qL[1]:g} (L(t) = L_mean, eq. 15)"
+    per_step = analysis.pooled_slope(Sq_mean, q_min, q_max)
+    large = analysis.pooled_slope(Sq_mean, *map(float, s.large_q))
+    late = analysis.pooled_slope(_late(Sq_mean, window), _late(q_min, window),
+                                 _late(q_max, window), dim=schema.STEP)
+    large_late = analysis.pooled_slope(_late(Sq_mean, window), *map(float, s.large_q),
+                                       dim=schema.STEP)
 
-    inter, inter_err = [], []
-    for s in range(Sq_mean.sizes[schema.STEP]):
-        Lf = L_mean.isel({schema.STEP: s})
-        lo, hi = qL_window[0] / float(Lf.max()), qL_window[1] / float(Lf.min())
-        frame = Sq_mean.isel({schema.STEP: s}).drop_vars(schema.TIME, errors="ignore")
-        slope, err = _slope_or_nan(frame, lo, hi)
-        inter.append(slope)
-        inter_err.append(err)
-    step = Sq_mean[schema.STEP].drop_vars(schema.TIME, errors="ignore")
-    large, large_err = _slope_or_nan(Sq_mean, *q_window)
-    order = (schema.T, schema.F_FILL, schema.STEP)
-    return {
-        "porod_slope": xr.concat(inter, dim=step, coords="minimal").transpose(*order),
-        "porod_slope_err": xr.concat(inter_err, dim=step, coords="minimal").transpose(*order),
-        "large_q_slope": large,
-        "large_q_slope_err": large_err,
+    def named(da, long_name, units="1"):
+        return da.assign_attrs({"units": units, "long_name": long_name})
+
+    qunit = "1/lattice spacing"
+    out = {
+        "porod_slope": named(per_step[analysis.SLOPE], "log-log slope of the ensemble-mean "
+                             "S(q) in the intermediate (Porod) window"),
+        "porod_slope_err": named(per_step[analysis.SLOPE_ERR], "its standard error"),
+        "porod_q_min": named(q_min, "lower end of the intermediate (Porod) q window", qunit),
+        "porod_q_max": named(q_max, "upper end of the intermediate (Porod) q window", qunit),
+        "q_half": named(q_half, "half width at half maximum of the ensemble-mean S(q) peak",
+                        qunit),
+        "large_q_slope": named(large[analysis.SLOPE], "log-log slope of the ensemble-mean "
+                               "S(q) in the large-q window"),
+        "large_q_slope_err": named(large[analysis.SLOPE_ERR], "its standard error"),
+        "porod_slope_late": named(late[analysis.SLOPE], "intermediate (Porod) slope pooled "
+                                  "over the late-time window (one slope, own intercepts)"),
+        "porod_slope_late_err": named(late[analysis.SLOPE_ERR], "its standard error"),
+        "large_q_slope_late": named(large_late[analysis.SLOPE], "large-q slope pooled over "
+                                    "the late-time window"),
+        "large_q_slope_late_err": named(large_late[analysis.SLOPE_ERR], "its standard error"),
     }
+    for name in ("porod_q_min", "porod_q_max", "q_half"):
+        out[name].name = name
+    attrs = {"porod_window_rule": rule, "porod_start": analysis.POROD_START,
+             "porod_span": analysis.POROD_SPAN, "large_q_window": list(map(float, s.large_q)),
+             "late_window": list(map(float, window))}
+    if s.porod_qL is not None:
+        attrs["porod_qL_window"] = list(map(float, s.porod_qL))
+    return out, attrs
+
+
+def _collapse(Sq_mean, L_mean, window):
+    """Collapse quality of S / L**2 vs q L over the steps in ``window`` (per T, f)."""
+    x, y = analysis.scaling_collapse(_late(Sq_mean, window), _late(L_mean, window))
+    quality = analysis.collapse_quality(x, y)
+    quality.attrs.update({"window": list(map(float, window)),
+                          "frames": int(x.sizes[schema.STEP])})
+    return quality.drop_vars(schema.TIME, errors="ignore")
 
 
 def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
@@ -166,7 +223,7 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
         "source_store": str(path), "analysis_version": __version__,
         "analysis_command": command or "",
         "analyzed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "frames_used": done, "frames_total": total,
+        "frames_used": done, "frames_total": total, "window": list(map(float, window)),
     })
 
     phi = analysis.order_parameter(n)
@@ -182,12 +239,14 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     L_c = Ldom.compute()
     ens_S = analysis.ensemble_mean(Sq_c)
     ens_L = analysis.ensemble_mean(L_c)
-    porod = _porod(ens_S[analysis.MEAN], ens_L[analysis.MEAN], s.porod_qL, s.large_q)
+    porod, porod_attrs = _porod(ens_S[analysis.MEAN], ens_L[analysis.MEAN], s, window)
+    collapse = _collapse(ens_S[analysis.MEAN], ens_L[analysis.MEAN], window)
     d_S = xr.Dataset(
         {schema.S: S.astype("float32"), SQ: Sq_c, "Sq_mean": ens_S[analysis.MEAN],
-         "Sq_sem": ens_S[analysis.SEM], **porod},
-        attrs={**meta, "kind": "structure-factor", "porod_qL_window": list(s.porod_qL),
-               "large_q_window": list(s.large_q)},
+         "Sq_sem": ens_S[analysis.SEM], **porod, analysis.QUALITY: collapse},
+        attrs={**meta, "kind": "structure-factor", **porod_attrs,
+               "collapse_window": list(map(float, window)),
+               "collapse_frames": collapse.attrs["frames"]},
     )
     store.write_dataset(d_S, out / "structure-factor.zarr")
 
@@ -207,8 +266,15 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
         nan = L_c.isel({schema.RUN: 0, schema.STEP: 0}, drop=True) * np.nan
         fit = xr.Dataset({analysis.ALPHA: nan, analysis.ALPHA_ERR: nan,
                           analysis.PREFACTOR: nan})
+    alt = analysis.alternative_windows(t, s.alt_windows)
+    sens = analysis.window_sensitivity(L_c, fit[analysis.ALPHA], alt)
+    fit = fit.assign({analysis.ALPHA_ALT: sens[analysis.ALPHA_ALT],
+                      analysis.ALPHA_WINDOW_ERR: sens[analysis.ALPHA_WINDOW_ERR]})
     fit.attrs.update({**meta, "kind": "growth-exponents", "window": list(window),
                       "window_units": "time (1/omega units of the model)",
+                      "alt_windows": [list(w) for w in alt],
+                      "alt_window_fractions": [list(map(float, w)) for w in s.alt_windows],
+                      "bootstrap_seed": int(s.seed), "n_boot": int(s.n_boot),
                       "fit_note": note})
     store.write_dataset(fit, out / "growth-exponents.zarr")
 
@@ -223,15 +289,60 @@ def frames_note(growth_path) -> str:
             "is still being written or some runs are unfinished)")
 
 
+def _f(value, fmt=".3f") -> str:
+    value = float(value)
+    return format(value, fmt) if np.isfinite(value) else "n/a"
+
+
 def summary_table(growth_path) -> str:
-    """Markdown table of alpha +/- alpha_err over (T, f) of a growth-exponents store."""
+    """Markdown table over (T, f) of a growth-exponents store: alpha, its bootstrap error over
+    runs, its window-sensitivity error and alpha over each alternative window."""
     ds = store.open_dataset(growth_path).load()
-    rows = ["| T | f | alpha | alpha_err |", "| --- | --- | --- | --- |"]
+    alts = ds.attrs.get("alt_windows", []) if analysis.ALPHA_ALT in ds else []
+    head = "| T | f | alpha | alpha_err | "
+    if analysis.ALPHA_WINDOW_ERR in ds:
+        head += "alpha_window_err | "
+    head += "".join(f"alpha (t = {lo:g}..{hi:g}) | " for lo, hi in alts)
+    rows = [head.rstrip(), "|" + " --- |" * (head.count("|") - 1)]
     for T in ds[schema.T].values:
         for f in ds[schema.F_FILL].values:
-            a = ds[analysis.ALPHA].sel({schema.T: T, schema.F_FILL: f}).item()
-            e = ds[analysis.ALPHA_ERR].sel({schema.T: T, schema.F_FILL: f}).item()
-            rows.append(f"| {T:g} | {f:g} | {a:.3f} | {e:.3f} |")
+            cell = ds.sel({schema.T: T, schema.F_FILL: f})
+            row = f"| {T:g} | {f:g} | {_f(cell[analysis.ALPHA])} | " \
+                  f"{_f(cell[analysis.ALPHA_ERR])} | "
+            if analysis.ALPHA_WINDOW_ERR in ds:
+                row += f"{_f(cell[analysis.ALPHA_WINDOW_ERR])} | "
+            row += "".join(f"{_f(cell[analysis.ALPHA_ALT].isel({analysis.ALT_WINDOW: i}))} | "
+                           for i in range(len(alts)))
+            rows.append(row.rstrip())
     return "\n".join(rows)
 
 
+def late_time_table(sf_path) -> str:
+    """Markdown table over (T, f) of a structure-factor store: the collapse quality and the
+    Porod slopes pooled over the late-time window, with the q windows used."""
+    ds = store.open_dataset(sf_path)
+    keep = [v for v in ("porod_slope_late", "porod_slope_late_err", "large_q_slope_late",
+                        "large_q_slope_late_err", analysis.QUALITY, "porod_q_min",
+                        "porod_q_max") if v in ds]
+    ds = ds[keep].load()
+    window = ds.attrs.get("late_window", ds.attrs.get("window"))
+    rows = ["| T | f | collapse_msd | Porod slope | Porod q window | large-q slope |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for T in ds[schema.T].values:
+        for f in ds[schema.F_FILL].values:
+            cell = ds.sel({schema.T: T, schema.F_FILL: f})
+            qwin = "n/a"
+            if "porod_q_min" in cell and window:
+                t = np.asarray(cell[schema.TIME].values, dtype=float)
+                late = (t >= window[0]) & (t <= window[1]) & (t > 0)
+                lo = np.asarray(cell["porod_q_min"].values)[late]
+                hi = np.asarray(cell["porod_q_max"].values)[late]
+                if np.isfinite(lo).any():
+                    qwin = f"{np.nanmin(lo):.3g}..{np.nanmax(hi):.3g}"
+            rows.append(
+                f"| {T:g} | {f:g} | {_f(cell.get(analysis.QUALITY, np.nan), '.3g')} | "
+                f"{_f(cell.get('porod_slope_late', np.nan), '.2f')} ± "
+                f"{_f(cell.get('porod_slope_late_err', np.nan), '.2f')} | {qwin} | "
+                f"{_f(cell.get('large_q_slope_late', np.nan), '.2f')} ± "
+                f"{_f(cell.get('large_q_slope_late_err', np.nan), '.2f')} |")
+    return "\n".join(rows)

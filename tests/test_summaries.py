@@ -76,5 +76,96 @@ def test_short_run_keeps_summaries_and_reports_why_alpha_is_missing(tmp_path):
     growth = xr.open_zarr(out["growth-exponents"], consolidated=False).load()
     assert np.isnan(growth["alpha"]).all()
     assert "need >= 3" in growth.attrs["fit_note"]
+    # the alternative windows are too short as well: NaN, no error
+    assert np.isnan(growth[analysis.ALPHA_ALT]).all()
+    assert np.isnan(growth[analysis.ALPHA_WINDOW_ERR]).all()
+    sf = xr.open_zarr(out["structure-factor"], consolidated=False)
+    assert sf[analysis.QUALITY].dims == (schema.T, schema.F_FILL)
     dom = xr.open_zarr(out["domain-size"], consolidated=False)
     assert dom.sizes[schema.STEP] == 3 and np.isfinite(dom[schema.LDOM]).all()
+
+
+def _cell_window_steps(ds, window):
+    t = ds[schema.TIME].values
+    return np.flatnonzero((t >= window[0]) & (t <= window[1]) & (t > 0))
+
+
+def test_late_time_summaries_use_the_one_window(trajectory, tmp_path):
+    out = analyze_store(trajectory, tmp_path / "w", AnalysisSettings(n_boot=20))
+    t = store.open_dataset(trajectory)[schema.TIME].values
+    window = list(analysis.growth_window(t))
+    sf = store.open_dataset(out["structure-factor"]).load()
+    dom = store.open_dataset(out["domain-size"]).load()
+    growth = store.open_dataset(out["growth-exponents"]).load()
+    for ds in (sf, dom, growth):
+        assert ds.attrs["window"] == window
+    assert sf.attrs["collapse_window"] == window == sf.attrs["late_window"]
+    late = _cell_window_steps(sf, window)
+    assert sf.attrs["collapse_frames"] == late.size
+    # collapse quality over the growth window, from the analysis functions directly
+    x, y = analysis.scaling_collapse(sf["Sq_mean"].isel(step=late), dom["L_mean"].isel(step=late))
+    want = analysis.collapse_quality(x, y)
+    assert sf[analysis.QUALITY].dims == (schema.T, schema.F_FILL)
+    np.testing.assert_allclose(sf[analysis.QUALITY].values,
+                               want.transpose(schema.T, schema.F_FILL).values, rtol=1e-12)
+    # the Porod windows are the data rule's, stored per step; slopes over them
+    win = analysis.porod_window(sf["Sq_mean"])
+    np.testing.assert_allclose(sf["porod_q_min"].values,
+                               win[analysis.Q_MIN].transpose(*sf["porod_q_min"].dims).values)
+    np.testing.assert_allclose(sf["porod_q_max"].values,
+                               win[analysis.Q_MAX].transpose(*sf["porod_q_max"].dims).values)
+    assert sf.attrs["large_q_window"] == list(analysis.LARGE_Q)
+    assert "q_half" in sf.attrs["porod_window_rule"] and "porod_qL_window" not in sf.attrs
+    pooled = analysis.pooled_slope(sf["Sq_mean"].isel(step=late),
+                                   win[analysis.Q_MIN].isel(step=late),
+                                   win[analysis.Q_MAX].isel(step=late), dim=schema.STEP)
+    np.testing.assert_allclose(sf["porod_slope_late"].values,
+                               pooled[analysis.SLOPE].transpose(schema.T, schema.F_FILL).values)
+    large = analysis.pooled_slope(sf["Sq_mean"].isel(step=late), *analysis.LARGE_Q,
+                                  dim=schema.STEP)
+    np.testing.assert_allclose(sf["large_q_slope_late"].values,
+                               large[analysis.SLOPE].transpose(schema.T, schema.F_FILL).values)
+    q = sf[schema.QR].values
+    enough = ((q >= analysis.LARGE_Q[0]) & (q <= analysis.LARGE_Q[1])).sum() >= 3
+    assert bool(np.isfinite(sf["large_q_slope_late"]).all()) == enough  # L = 8: too few shells
+    # window sensitivity of alpha over the two alternative windows
+    alts = analysis.alternative_windows(t)
+    assert growth.attrs["alt_windows"] == [list(w) for w in alts]
+    assert growth[analysis.ALPHA_ALT].dims == (schema.T, schema.F_FILL, analysis.ALT_WINDOW)
+    for i, w in enumerate(alts):
+        direct = analysis.growth_exponent(dom[schema.LDOM], w, n_boot=0)[analysis.ALPHA]
+        np.testing.assert_allclose(growth[analysis.ALPHA_ALT].isel(alt_window=i).values,
+                                   direct.transpose(schema.T, schema.F_FILL).values)
+    dev = np.abs(growth[analysis.ALPHA_ALT] - growth[analysis.ALPHA]).max(analysis.ALT_WINDOW)
+    np.testing.assert_allclose(growth[analysis.ALPHA_WINDOW_ERR].values, dev.values)
+
+
+def test_fixed_porod_window_override(trajectory, tmp_path):
+    out = analyze_store(trajectory, tmp_path / "o",
+                        AnalysisSettings(window=(0.5, 3.0), porod_qL=(2.0, 6.0),
+                                         large_q=(1.0, 2.2), n_boot=0))
+    sf = store.open_dataset(out["structure-factor"]).load()
+    dom = store.open_dataset(out["domain-size"]).load()
+    assert sf.attrs["porod_qL_window"] == [2.0, 6.0]
+    assert sf.attrs["large_q_window"] == [1.0, 2.2] and "fixed" in sf.attrs["porod_window_rule"]
+    np.testing.assert_allclose(sf["porod_q_min"].values,
+                               (2.0 / dom["L_mean"]).transpose(*sf["porod_q_min"].dims).values)
+    assert sf.attrs["collapse_window"] == [0.5, 3.0]
+
+
+def test_cli_prints_windows_and_late_time_numbers(trajectory, tmp_path, capsys):
+    assert main(["analyze", str(trajectory), "--out", str(tmp_path / "p"), "--boot", "10"]) == 0
+    text = capsys.readouterr().out
+    t_end = float(store.open_dataset(trajectory)[schema.TIME][-1])
+    assert f"growth exponent fitted over t = {t_end / 10:g} .. {t_end:g}" in text
+    assert f"t = {t_end / 20:g} .. {t_end / 2:g} and t = {t_end / 5:g} .. {t_end:g}" in text
+    assert "alpha_window_err" in text and "collapse_msd" in text
+    assert "q_min = 4 q_half" in text and "large-q window: q = 1.571 .. 3.142" in text
+    growth = store.open_dataset(tmp_path / "p" / "growth-exponents.zarr").load()
+    err = float(growth[analysis.ALPHA_WINDOW_ERR].sel(T=0.1, f=0.5))
+    assert f"| 0.1 | 0.5 | {float(growth['alpha'].sel(T=0.1, f=0.5)):.3f} |" in text
+    assert f"{err:.3f}" in text
+    # an explicit --porod-qL still works and is recorded
+    assert main(["analyze", str(trajectory), "--out", str(tmp_path / "p2"), "--boot", "0",
+                 "--porod-qL", "2", "6", "--large-q", "1.0", "2.2"]) == 0
+    assert "fixed: q L(t) = 2 .. 6" in capsys.readouterr().out
