@@ -36,7 +36,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -176,12 +176,24 @@ def _check_steps(ds, steps: Sequence[int], what: str) -> list[int]:
 
 
 def _complete_steps(ds) -> np.ndarray:
-    """Steps every run of a trajectory store has written (all steps if no marker)."""
+    """Steps every run of ``ds`` has written (all steps if there is no ``frames_done``).
+
+    Select the cells and runs that are drawn first: in a store still being written, one run
+    may be far ahead of the others.
+    """
     steps = np.asarray(ds[schema.STEP].values)
     if schema.FRAMES_DONE in ds:
         done = int(np.asarray(ds[schema.FRAMES_DONE].values).min())
         return steps[:done]
     return steps
+
+
+def _last_complete_step(ds, what: str) -> int:
+    done = _complete_steps(ds)
+    if done.size == 0:
+        raise InputError(f"{what}: no complete frame in the store for the runs shown (it is "
+                         "still being written)")
+    return int(done[-1])
 
 
 def _label_cell(T, f) -> str:
@@ -298,7 +310,8 @@ def fig3_correlations(ml_traj: Any, ed_traj: Any, steps: Sequence[int],
 
 # --- Fig. 4 ------------------------------------------------------------------------------------
 def fig4_snapshots(traj: Any, out: str | os.PathLike, T: float | None = None,
-                   f: float | None = None, run: int = 0, steps: Sequence[int] | None = None,
+                   f: float | None = None, run: int = 0,
+                   steps: Sequence[int] | Literal["last"] | None = None,
                    n_panels: int = 4) -> Path:
     """Snapshots of the local CDW order parameter phi of one run (paper Fig. 4).
 
@@ -313,8 +326,10 @@ def fig4_snapshots(traj: Any, out: str | os.PathLike, T: float | None = None,
         Cell to show (default: the first).
     run : int
         Run to show.
-    steps : sequence of int, optional
-        Steps to show (default: ``n_panels`` steps geometrically spaced over the run).
+    steps : sequence of int or "last", optional
+        Steps to show; ``"last"``: the last frame the run has written (t_end of a finished
+        run); default: ``n_panels`` steps geometrically spaced over the written frames of
+        the run, ending with the last.
 
     Returns
     -------
@@ -332,9 +347,14 @@ def fig4_snapshots(traj: Any, out: str | os.PathLike, T: float | None = None,
     else:
         raise InputError("fig4_snapshots needs an order-parameter store (phi) or a trajectory "
                          "store with densities n")
-    avail = _complete_steps(ds)
-    steps = _check_steps(cell, steps, "the store") if steps is not None else \
-        _geometric_steps(avail, n_panels, skip_zero=False)
+    if isinstance(steps, str):
+        if steps != "last":
+            raise InputError(f"steps={steps!r}: give a list of steps or 'last'")
+        steps = [_last_complete_step(cell, "fig4_snapshots")]
+    elif steps is None:
+        _last_complete_step(cell, "fig4_snapshots")
+        steps = _geometric_steps(_complete_steps(cell), n_panels, skip_zero=False)
+    steps = _check_steps(cell, steps, "the store")
     phi = phi.sel({schema.STEP: steps}).astype("float64").compute()
     t = _times(phi)
     fig, axes = _figure(len(steps), size=(3.2, 3.3))
@@ -459,10 +479,12 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
 
     Curves are the ensemble means ``Sq_mean`` and ``L_mean`` at ``steps``. Guide lines (slope
     fixed, prefactor fitted to every drawn point in a window): the 2D Porod tail ``q^-3``
-    (black) over the store's Porod window (``porod_qL_window`` attr, in ``q L``) and ``q^-2``
-    (red dashed) over ``[x_max / 2, x_max]``, the largest drawn ``q L``. Each panel states
-    the collapse quality (:func:`cdwdata.analysis.collapse_quality`, smaller is better) and
-    the stored Porod slope of the last frame.
+    (black) over the Porod window ``cdw analyze`` used at the last drawn step
+    (``porod_q_min .. porod_q_max`` times ``L_mean``, in ``q L``) and ``q^-2`` (red dashed)
+    over its large-q window (``large_q_window`` attr times ``L_mean``). Each panel states
+    the collapse quality of the drawn curves (:func:`cdwdata.analysis.collapse_quality`,
+    smaller is better) and the stored Porod slope pooled over the late-time window (or of
+    the last frame, for stores without it).
 
     Parameters
     ----------
@@ -474,14 +496,17 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
     f : float, optional
         Filling (default: the first).
     steps : sequence of int, optional
-        Steps to overlay (default: ``n_curves`` geometrically spaced after step 0).
+        Steps to overlay (default: ``n_curves`` geometrically spaced over the store's
+        late-time window, the growth window of ``cdw analyze``; over every step after 0 if
+        the window holds fewer than two).
     x_range : (float, float), optional
         ``q L`` range over which the collapse quality is measured (default: all).
 
     Returns
     -------
-    Path of the PNG; the JSON sidecar holds per panel ``collapse_msd``, the Porod slopes,
-    the steps and the curves drawn.
+    Path of the PNG; the JSON sidecar holds per panel ``collapse_msd`` (drawn curves),
+    ``collapse_msd_window`` (stored, every frame of the late-time window), the Porod slopes,
+    the guide windows, the steps and the curves drawn.
     """
     sf, dom = _open(sf_store), _open(dom_store)
     if "Sq_mean" not in sf or "L_mean" not in dom:
@@ -490,15 +515,25 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
     sf, dom = _pick(sf, schema.F_FILL, f), _pick(dom, schema.F_FILL, f)
     Ts = _values(sf, schema.T, temperatures)
     all_steps = np.asarray(sf[schema.STEP].values)
-    steps = _check_steps(sf, steps, "the store") if steps is not None else \
-        _geometric_steps(all_steps, n_curves)
+    late_window = sf.attrs.get("late_window", sf.attrs.get("window"))
+    if steps is None:
+        pool = all_steps
+        if late_window is not None:
+            t = _times(sf)
+            late = all_steps[(t >= late_window[0]) & (t <= late_window[1]) & (t > 0)]
+            pool = late if late.size >= 2 else all_steps
+        steps = _geometric_steps(pool, n_curves)
+    steps = _check_steps(sf, steps, "the store")
     porod_win = tuple(sf.attrs.get("porod_qL_window", analysis.POROD_QL))
+    large_win = sf.attrs.get("large_q_window")
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
     fig, axes = _figure(len(Ts), size=(4.4, 3.8))
     drawn: dict[str, Any] = {"figure": "fig6", "f": _scalar(sf.get(schema.F_FILL)),
-                             "steps": steps, "porod_qL_window": porod_win, "panels": []}
+                             "steps": steps, "late_window": late_window,
+                             "porod_window_rule": sf.attrs.get("porod_window_rule"),
+                             "large_q_window": large_win, "panels": []}
     t_all = _times(sf)
     for ax, T in zip(axes[0], Ts, strict=True):
         Sq = _pick(sf, schema.T, T)["Sq_mean"].sel({schema.STEP: steps}).astype("float64")
@@ -516,10 +551,20 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
                     label=f"t = {t_all[np.flatnonzero(all_steps == s)[0]]:g}")
         guides = {}
         x_all = np.concatenate(xs) if xs else np.array([])
+        cell = _pick(sf, schema.T, T)
+        L_last = float(Lm.sel({schema.STEP: steps[-1]}))
+        win3 = porod_win
+        if "porod_q_min" in cell and "porod_q_max" in cell:
+            lo = float(cell["porod_q_min"].sel({schema.STEP: steps[-1]})) * L_last
+            hi = float(cell["porod_q_max"].sel({schema.STEP: steps[-1]})) * L_last
+            win3 = (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
         if x_all.size:
             x_hi = float(x_all.max())
-            windows = ((-3.0, porod_win, ("k", "-"), "Porod $q^{-3}$"),
-                       (-2.0, (x_hi / 2.0, x_hi), ("r", "--"), "$q^{-2}$"))
+            win2 = (x_hi / 2.0, x_hi) if large_win is None else \
+                (float(large_win[0]) * L_last, float(large_win[1]) * L_last)
+            windows = [(-3.0, win3, ("k", "-"), "Porod $q^{-3}$"),
+                       (-2.0, win2, ("r", "--"), "$q^{-2}$")]
+            windows = [w for w in windows if w[1] is not None]
             for expo, (lo, hi), style, name in windows:
                 c = _anchor(xs, ys, lo, hi, expo)
                 if c is None:
@@ -528,20 +573,25 @@ def fig6_collapse(sf_store: Any, dom_store: Any, out: str | os.PathLike,
                 ax.plot(xg, c * xg**expo, style[1], color=style[0], lw=1.4, label=name)
                 guides[str(int(expo))] = {"prefactor": c, "fit_range": [lo, hi]}
         porod = {}
-        cell = _pick(sf, schema.T, T)
-        for name in ("porod_slope", "porod_slope_err", "large_q_slope", "large_q_slope_err"):
+        for name in ("porod_slope", "porod_slope_err", "large_q_slope", "large_q_slope_err",
+                     "porod_slope_late", "porod_slope_late_err", "large_q_slope_late",
+                     "large_q_slope_late_err", analysis.QUALITY):
             if name in cell:
                 da = cell[name]
                 if schema.STEP in da.dims:
                     da = da.sel({schema.STEP: steps[-1]})
-                porod[name] = float(da)
+                key = "collapse_msd_window" if name == analysis.QUALITY else name
+                porod[key] = float(da)
         _loglog(ax)
         ax.set_xlabel(r"$q\,L(t)$")
         ax.set_ylabel(r"$S(q, t) / L(t)^2$")
-        slope = porod.get("porod_slope")
+        late = porod.get("porod_slope_late")
+        slope = late if late is not None and math.isfinite(late) else porod.get("porod_slope")
+        which = "late-time" if slope is late else "last frame"
+        err = porod.get("porod_slope_late_err" if slope is late else "porod_slope_err",
+                        float("nan"))
         extra = "" if slope is None or not math.isfinite(slope) else \
-            f"\nPorod slope (last frame) {slope:.2f} ± " \
-            f"{porod.get('porod_slope_err', float('nan')):.2f}"
+            f"\nPorod slope ({which}) {slope:.2f} ± {err:.2f}"
         ax.set_title(f"{_label_cell(T, drawn['f'])}: collapse spread {quality:.3g}{extra}",
                      fontsize=8.5)
         ax.legend(fontsize=7)
@@ -653,7 +703,8 @@ def fig8_density(traj: Any, out: str | os.PathLike, step: int | None = None, run
         Trajectory store with densities ``n``.
     out : path
     step : int, optional
-        Step to show (default: the last step every run has written).
+        Step to show (default: the last step that every run shown has written, t_end of a
+        finished store).
     run : int
         Run to show.
     T : float, optional
@@ -673,14 +724,16 @@ def fig8_density(traj: Any, out: str | os.PathLike, step: int | None = None, run
     ds = _open(traj)
     if schema.N not in ds:
         raise InputError("fig8_density needs a trajectory store with densities n")
-    if step is None:
-        done = _complete_steps(ds)
-        if done.size == 0:
-            raise InputError("fig8_density: no complete frame in the store")
-        step = int(done[-1])
-    step = _check_steps(ds, [step], "the store")[0]
     cell = _pick(ds, schema.T, T)
     fs = _values(cell, schema.F_FILL, fillings)
+    if step is None:
+        shown = cell
+        if schema.F_FILL in shown.dims:
+            shown = shown.sel({schema.F_FILL: fs}, method="nearest")
+        if schema.RUN in shown.dims:
+            shown = shown.isel({schema.RUN: int(run)})
+        step = _last_complete_step(shown, "fig8_density")
+    step = _check_steps(ds, [step], "the store")[0]
     t = float(_times(cell.sel({schema.STEP: [step]}))[0])
     fig, axes = _figure(len(fs), size=(3.4, 3.4))
     drawn: dict[str, Any] = {"figure": "fig8", "T": _scalar(cell.get(schema.T)), "step": step,

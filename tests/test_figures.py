@@ -100,6 +100,20 @@ def test_fig6_collapse_quality_and_guides(data, tmp_path):
         slope = sf["porod_slope"].sel(T=panel["T"], f=0.5, step=steps[-1])
         if np.isfinite(slope):
             assert panel["porod_slope"] == pytest.approx(float(slope))
+        # the guides are drawn over the windows cdw analyze fitted
+        cell = sf.sel(T=panel["T"], f=0.5, step=steps[-1])
+        L_last = float(L.sel(step=steps[-1]))
+        if "-3" in panel["guides"]:
+            want = [float(cell["porod_q_min"]) * L_last, float(cell["porod_q_max"]) * L_last]
+            np.testing.assert_allclose(panel["guides"]["-3"]["fit_range"], want)
+        np.testing.assert_allclose(panel["guides"]["-2"]["fit_range"],
+                                   np.array(sf.attrs["large_q_window"]) * L_last)
+        assert panel["collapse_msd_window"] == pytest.approx(
+            float(sf["collapse_msd"].sel(T=panel["T"], f=0.5)))
+    t = dict(zip(sf[schema.STEP].values.tolist(), sf[schema.TIME].values.tolist(),
+                 strict=True))
+    lo, hi = drawn["late_window"]
+    assert all(lo <= t[s] <= hi for s in steps)
 
 
 def test_fig7_growth_draws_the_stored_fits(data, tmp_path):
@@ -139,3 +153,50 @@ def test_bad_inputs_are_refused(data, tmp_path):
     with pytest.raises(InputError, match="T=0.2"):
         figures.fig4_snapshots(data["traj"], tmp_path / "x.png", T=0.2)
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.fixture()
+def partial(data, tmp_path):
+    """A copy of the trajectory store as it looks while still being written: T = 0.1, f = 0.5,
+    run 0 has 5 frames (to step 40), run 1 has 3, everything else none yet."""
+    import shutil
+
+    import zarr
+
+    path = tmp_path / "partial.zarr"
+    shutil.copytree(data["traj"], path)
+    done = zarr.open_group(str(path), mode="r+")[schema.FRAMES_DONE]
+    new = np.zeros(done.shape, dtype=done.dtype)
+    new[0, 0, 0], new[0, 0, 1] = 5, 3
+    done[...] = new
+    return path
+
+
+def test_snapshots_of_a_store_being_written_show_its_last_frames(partial, tmp_path):
+    # Fig. 4 of run 0: its own last frame (step 40), not the last frame of every run (none)
+    drawn = _check_png(figures.fig4_snapshots(partial, tmp_path / "f4.png", T=0.1, f=0.5,
+                                              run=0))
+    assert drawn["steps"][-1] == 40 and drawn["time"][-1] == 2.0
+    last = _check_png(figures.fig4_snapshots(partial, tmp_path / "f4l.png", T=0.1, f=0.5,
+                                             run=1, steps="last"))
+    assert last["steps"] == [20]
+    n = store.open_dataset(partial)[schema.N].sel(T=0.1, f=0.5, step=20).isel(run=1)
+    want = float(np.abs(analysis.order_parameter(n).values).mean())
+    assert last["mean_abs_phi"] == [pytest.approx(want, rel=1e-6)]
+    # Fig. 8: the last frame of the runs shown
+    drawn = _check_png(figures.fig8_density(partial, tmp_path / "f8.png", T=0.1,
+                                            fillings=[0.5], run=0))
+    assert drawn["step"] == 40 and drawn["time"] == 2.0
+    with pytest.raises(InputError, match="no complete frame"):
+        figures.fig8_density(partial, tmp_path / "x.png", T=0.3)
+    with pytest.raises(InputError, match="no complete frame"):
+        figures.fig4_snapshots(partial, tmp_path / "x.png", T=0.3, steps="last")
+
+
+def test_snapshots_default_to_the_last_frame_of_a_finished_store(data, tmp_path):
+    for src in (data["traj"], data["order-parameter"]):
+        drawn = figures.read_sidecar(figures.fig4_snapshots(src, tmp_path / "f4.png",
+                                                            steps="last"))
+        assert drawn["steps"] == [60] and drawn["time"] == [3.0]
+    drawn = figures.read_sidecar(figures.fig8_density(data["traj"], tmp_path / "f8.png"))
+    assert drawn["step"] == 60
