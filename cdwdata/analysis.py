@@ -627,8 +627,9 @@ def scaling_collapse(Sq: xr.DataArray, L: xr.DataArray) -> tuple[xr.DataArray, x
 def _collapse_kernel(x: np.ndarray, y: np.ndarray, x_lo: float, x_hi: float,
                      n_grid: int) -> np.ndarray:
     lead = x.shape[:-2]
-    xs = x.reshape(-1, *x.shape[-2:])
-    ys = y.reshape(-1, *y.shape[-2:])
+    nb = int(np.prod(lead, dtype=np.int64))
+    xs = x.reshape(nb, *x.shape[-2:])
+    ys = y.reshape(nb, *y.shape[-2:])
     out = np.full(xs.shape[0], np.nan)
     for b in range(xs.shape[0]):
         curves = []

@@ -169,3 +169,14 @@ def test_cli_prints_windows_and_late_time_numbers(trajectory, tmp_path, capsys):
     assert main(["analyze", str(trajectory), "--out", str(tmp_path / "p2"), "--boot", "0",
                  "--porod-qL", "2", "6", "--large-q", "1.0", "2.2"]) == 0
     assert "fixed: q L(t) = 2 .. 6" in capsys.readouterr().out
+
+
+def test_window_outside_the_run_gives_nan_not_an_error(trajectory, tmp_path):
+    out = analyze_store(trajectory, tmp_path / "late", AnalysisSettings(window=(1e3, 2e3),
+                                                                        n_boot=0))
+    sf = store.open_dataset(out["structure-factor"]).load()
+    assert sf.attrs["collapse_frames"] == 0 and np.isnan(sf[analysis.QUALITY]).all()
+    assert np.isnan(sf["porod_slope_late"]).all() and np.isnan(sf["large_q_slope_late"]).all()
+    growth = store.open_dataset(out["growth-exponents"]).load()
+    assert np.isnan(growth["alpha"]).all() and np.isnan(growth[analysis.ALPHA_WINDOW_ERR]).all()
+    assert np.isfinite(growth[analysis.ALPHA_ALT]).any()  # the run's own windows still fit
