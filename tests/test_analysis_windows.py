@@ -157,3 +157,26 @@ def test_window_error_of_a_short_run_is_nan_where_a_window_is_too_short():
     nan_alpha = xr.DataArray([np.nan], dims=schema.T, coords={schema.T: [0.1]})
     sens = an.window_sensitivity(tiny, nan_alpha, an.alternative_windows([0.0, 10.0, 20.0]))
     assert np.isnan(sens[an.ALPHA_ALT]).all() and np.isnan(sens[an.ALPHA_WINDOW_ERR]).all()
+
+
+@pytest.mark.parametrize("inner", [-3.0, -2.5])
+def test_windows_on_a_lattice_momentum_grid(inner):
+    # S(k) = G(|k - Q|) on the 64 x 64 grid, radially averaged in shells of width 2 pi / L:
+    # the chosen windows hold enough shells and the slopes come out close to the truth
+    L = 64
+    k = 2 * np.pi * np.arange(L) / L
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    wrap = lambda a: (a + np.pi) % (2 * np.pi) - np.pi  # noqa: E731
+    qabs = np.hypot(wrap(kx - np.pi), wrap(ky - np.pi))
+    S = xr.DataArray(broken_power_law(qabs.ravel(), 0.08, inner=inner, outer=-2.0,
+                                      q_x=1.4).reshape(L, L),
+                     dims=(schema.KX, schema.KY), coords={schema.KX: k, schema.KY: k})
+    Sq = an.radial_structure_factor(S)
+    win = an.porod_window(Sq)
+    fit = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
+    assert int(fit[an.N_POINTS]) >= 5
+    assert float(win[an.Q_MAX]) <= an.LARGE_Q[0]
+    assert float(fit[an.SLOPE]) == pytest.approx(inner, abs=0.05)
+    large = an.pooled_slope(Sq, *an.LARGE_Q)
+    assert int(large[an.N_POINTS]) >= 10
+    assert float(large[an.SLOPE]) == pytest.approx(-2.0, abs=0.05)
