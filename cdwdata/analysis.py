@@ -20,6 +20,16 @@ Conventions (docs/conventions.md, paper section IV):
 * Dynamical scaling in d = 2 with this normalisation reads ``S(q, t) = L(t)**2 G(q L(t)) / N``,
   so the collapse plots ``y = S / L**2`` against ``x = q L`` (paper Fig. 6).
 
+Fit windows (one set, used by ``cdw analyze``, the explorer, the figures and the notebooks):
+
+* time: :func:`growth_window`, the last decade of the run; its sensitivity is measured over
+  :func:`alternative_windows` (``t_end/20 .. t_end/2`` and ``t_end/5 .. t_end``) by
+  :func:`window_sensitivity`;
+* intermediate q (Porod): :func:`porod_window`, chosen from each S(q) curve: ``POROD_START``
+  half widths of its peak to ``POROD_SPAN`` times that, below the large-q window;
+* large q: :data:`LARGE_Q` = ``pi/2 .. pi`` (wavelengths of 2 to 4 lattice spacings; shells
+  with ``q > pi`` are incomplete).
+
 Names of dimensions and variables that are stored come from :mod:`cdwdata.schema`; the
 analysis-only names introduced here (shell counts, fit results, ...) are the module
 constants below.
@@ -719,9 +729,9 @@ def porod_slope(
         Output of :func:`radial_structure_factor`.
     q_range : (q_min, q_max)
         Inclusive window in units of 1/lattice spacing (q_min > 0); at least
-        ``MIN_FIT_POINTS`` shells. The defaults of ``cdw analyze`` are :data:`POROD_QL`
-        (in units of ``q L``) and :data:`LARGE_Q`.
-        To fit in ``q L`` units, divide the window by L.
+        ``MIN_FIT_POINTS`` shells. ``cdw analyze`` fits the intermediate regime over the
+        windows of :func:`porod_window` (per curve, :func:`pooled_slope`) and the large-q
+        regime over :data:`LARGE_Q`. To fit in ``q L`` units, divide the window by L.
 
     Returns
     -------
