@@ -25,8 +25,9 @@ Fit windows (one set, used by ``cdw analyze``, the explorer, the figures and the
 * time: :func:`growth_window`, the last decade of the run; its sensitivity is measured over
   :func:`alternative_windows` (``t_end/20 .. t_end/2`` and ``t_end/5 .. t_end``) by
   :func:`window_sensitivity`;
-* intermediate q (Porod): :func:`porod_window`, chosen from each S(q) curve: ``POROD_START``
-  half widths of its peak to ``POROD_SPAN`` times that, below the large-q window;
+* intermediate q (Porod): :func:`porod_window`, chosen from the data of each frame: from
+  ``2 pi rho`` (``rho`` the measured wall density) over a factor ``POROD_SPAN`` in q, below
+  the large-q window;
 * large q: :data:`LARGE_Q` = ``pi/2 .. pi`` (wavelengths of 2 to 4 lattice spacings; shells
   with ``q > pi`` are incomplete).
 
@@ -70,7 +71,7 @@ ALPHA_WINDOW_ERR = "alpha_window_err"  # largest |alpha_alt - alpha|
 ALT_WINDOW = "alt_window"  # dimension: index of the alternative fit window
 ALT_T_MIN = "alt_t_min"  # coordinate along alt_window: its first time
 ALT_T_MAX = "alt_t_max"  # coordinate along alt_window: its last time
-Q_HALF = "q_half"  # half width at half maximum of the S(q) peak
+Q_WALL = "q_wall"  # 2 pi rho: wavenumber of the mean spacing of domain walls
 Q_MIN = "q_min"  # lower end of a q fit window
 Q_MAX = "q_max"  # upper end of a q fit window
 N_POINTS = "n_points"  # number of (shell) points in a fit
@@ -79,9 +80,9 @@ N_POINTS = "n_points"  # number of (shell) points in a fit
 #: A fixed intermediate-q window in units of ``q L(t)``, the ``--porod-qL`` override of
 #: ``cdw analyze`` (the default there is the data-driven :func:`porod_window`).
 POROD_QL: tuple[float, float] = (2.0, 6.0)
-#: The intermediate (Porod, ``S ~ q**-3``) window starts this many half widths of the S(q)
-#: peak (:func:`peak_halfwidth`) away from ``Q``: Porod's law is the regime ``q L >> 1``.
-POROD_START = 4.0
+#: The intermediate (Porod, ``S ~ q**-3``) window starts at this multiple of ``2 pi rho``, the
+#: wavenumber of the measured wall spacing (:func:`porod_window`).
+POROD_START = 1.0
 #: ... and spans this factor in q (half a decade), unless the large-q window starts first.
 POROD_SPAN = 3.0
 #: Large-q window in units of 1/lattice spacing: wavelengths ``2 pi / q`` of 2 to 4 lattice
@@ -114,7 +115,7 @@ _LOCAL_ATTRS: dict[str, tuple[str, str]] = {
     ALPHA_WINDOW_ERR: ("1", "window sensitivity of alpha: largest |alpha_alt - alpha|"),
     ALT_T_MIN: ("1/omega", "first time of the alternative fit window"),
     ALT_T_MAX: ("1/omega", "last time of the alternative fit window"),
-    Q_HALF: ("1/lattice spacing", "half width at half maximum of the S(q) peak"),
+    Q_WALL: ("1/lattice spacing", "wavenumber 2 pi rho of the mean domain-wall spacing"),
     Q_MIN: ("1/lattice spacing", "lower end of the q fit window"),
     Q_MAX: ("1/lattice spacing", "upper end of the q fit window"),
     N_POINTS: ("1", "number of shells in the fit"),
@@ -132,7 +133,6 @@ __all__ = [
     "alternative_windows",
     "interface_density",
     "order_parameter",
-    "peak_halfwidth",
     "porod_slope",
     "porod_window",
     "pooled_slope",
@@ -767,107 +767,60 @@ def porod_slope(
     )
 
 
-def _halfwidth_kernel(S: np.ndarray, q: np.ndarray) -> np.ndarray:
-    lead = S.shape[:-1]
-    flat = S.reshape(-1, q.size)
-    out = np.full(flat.shape[0], np.nan)
-    for b, s in enumerate(flat):
-        if not np.isfinite(s).any():
-            continue
-        top = int(np.nanargmax(s))
-        half = 0.5 * s[top]
-        below = np.flatnonzero(s[top:] <= half)
-        if not half > 0 or below.size == 0:
-            continue
-        j = top + int(below[0])
-        s0, s1, q0, q1 = s[j - 1], s[j], q[j - 1], q[j]
-        if q0 > 0 and s1 > 0:  # log-log: exact for a power law between the two shells
-            out[b] = q0 * np.exp(np.log(s0 / half) / np.log(s0 / s1) * np.log(q1 / q0))
-        else:
-            out[b] = q0 + (s0 - half) / (s0 - s1) * (q1 - q0)
-    return out.reshape(lead)
-
-
-def peak_halfwidth(Sq: xr.DataArray) -> xr.DataArray:
-    """Half width at half maximum of the peak of S(q): the momentum scale ``~ 1/L(t)``.
-
-    From the largest value ``S_max`` (at ``q = 0`` for non-conserved order, or at the peak
-    position ``q*`` if S(q) peaks away from ``Q``), the first ``q > q*`` where
-    ``S(q) <= S_max / 2``, interpolated between the two shells around it (linearly in
-    ``(log q, log S)``, or in ``(q, S)`` next to ``q = 0``). Unlike
-    eq. 15 it does not depend on the large-q tail of S.
-
-    Parameters
-    ----------
-    Sq : DataArray, dims (..., q)
-        Output of :func:`radial_structure_factor` (q ascending), e.g. the ensemble mean.
-
-    Returns
-    -------
-    DataArray ``q_half``, dims (...), 1/lattice spacing; NaN where S(q) never falls to half
-    its maximum (no peak) or is all NaN.
-    """
-    _require_dims(Sq, (schema.QR,), "peak_halfwidth(Sq)")
-    q = np.asarray(Sq[schema.QR].values, dtype=np.float64)
-    Sq = _single_chunk(Sq, (schema.QR,))
-    out = xr.apply_ufunc(
-        _halfwidth_kernel,
-        Sq,
-        input_core_dims=[[schema.QR]],
-        kwargs={"q": q},
-        dask="parallelized",
-        output_dtypes=[np.float64],
-    )
-    out.name = Q_HALF
-    out.attrs = _attrs(Q_HALF)
-    return out
-
-
 def porod_window(
-    Sq: xr.DataArray,
+    rho: xr.DataArray,
     start: float = POROD_START,
     span: float = POROD_SPAN,
     q_cap: float = LARGE_Q[0],
 ) -> xr.Dataset:
-    """The intermediate-q (Porod) fit window of each S(q) curve, chosen from the curve.
+    """The intermediate-q (Porod) fit window, chosen from the measured density of walls.
 
-    Rule (fixed before looking at any slope): Porod's law ``S ~ q**-(d+1)`` holds for
-    ``1/L << q << 1/(wall width)``. The scale ``1/L`` is read off the curve itself as the
-    half width ``q_half`` of its peak (:func:`peak_halfwidth`); the window starts at
-    ``q_min = start * q_half`` and ends at ``q_max = min(span * q_min, q_cap)``, where
-    ``q_cap`` is the start of the large-q window (default ``LARGE_Q[0] = pi/2``, wavelengths
-    of 4 lattice spacings, the scale of the walls). A window that is empty (``q_max <=
-    q_min``) is NaN; one with fewer than ``MIN_FIT_POINTS`` shells gives a NaN slope in
-    :func:`pooled_slope`.
+    Porod's law ``S ~ q**-(d+1)`` is the scattering of sharp domain walls: it holds for
+    wavelengths shorter than the spacing of the walls and longer than their width. The
+    spacing is measured, not assumed: the wall density ``rho`` (:func:`interface_density`,
+    the fraction of nearest-neighbour bonds a wall crosses) gives the wavenumber of the wall
+    spacing ``q_wall = 2 pi rho``. For stripes of width ``w`` (``rho = 1 / 2w``) this is the
+    fundamental ``pi / w`` of the pattern; for isotropic walls it is ``4 pi / l_c`` with
+    ``l_c = 2 / rho`` the mean chord length of a domain (Cauchy). The window is
+
+    ``q_min = start * q_wall``,  ``q_max = min(span * q_min, q_cap)``
+
+    with ``q_cap`` the start of the large-q window (default ``LARGE_Q[0] = pi/2``,
+    wavelengths of 4 lattice spacings: the scale of the walls themselves). An empty window
+    (``q_max <= q_min``: walls closer than a few lattice spacings) is NaN; one with fewer
+    than ``MIN_FIT_POINTS`` shells gives a NaN slope in :func:`pooled_slope`. The rule is
+    fixed in advance; no slope enters it.
 
     Parameters
     ----------
-    Sq : DataArray, dims (..., q)
-        Output of :func:`radial_structure_factor` (typically the ensemble mean per step).
+    rho : DataArray, dims (...)
+        Wall density (e.g. the ensemble mean per T, f, step).
     start, span, q_cap : float
         See the rule above (defaults :data:`POROD_START`, :data:`POROD_SPAN`,
         ``LARGE_Q[0]``).
 
     Returns
     -------
-    Dataset with ``q_half``, ``q_min`` and ``q_max``, dims (...), 1/lattice spacing; attrs
-    ``start``, ``span``, ``q_cap`` and ``rule``.
+    Dataset with ``q_wall``, ``q_min`` and ``q_max``, dims of ``rho``, 1/lattice spacing;
+    attrs ``start``, ``span``, ``q_cap`` and ``rule``.
     """
     if not (start > 0 and span > 1 and q_cap > 0):
         raise ParameterError(f"porod_window needs start > 0, span > 1, q_cap > 0; got "
                              f"start={start}, span={span}, q_cap={q_cap}")
-    qh = peak_halfwidth(Sq)
-    lo = start * qh
+    q_wall = 2 * np.pi * rho
+    lo = start * q_wall
     hi = np.minimum(span * lo, q_cap)
-    ok = hi > lo
+    ok = (hi > lo) & (lo > 0)
     lo, hi = lo.where(ok), hi.where(ok)
-    lo.name, hi.name = Q_MIN, Q_MAX
-    lo.attrs, hi.attrs = _attrs(Q_MIN), _attrs(Q_MAX)
+    q_wall.name, lo.name, hi.name = Q_WALL, Q_MIN, Q_MAX
+    q_wall.attrs, lo.attrs, hi.attrs = _attrs(Q_WALL), _attrs(Q_MIN), _attrs(Q_MAX)
+    start_txt = "" if start == 1 else f"{start:g} "
     return xr.Dataset(
-        {Q_HALF: qh, Q_MIN: lo, Q_MAX: hi},
+        {Q_WALL: q_wall, Q_MIN: lo, Q_MAX: hi},
         attrs={"start": float(start), "span": float(span), "q_cap": float(q_cap),
-               "rule": f"q_min = {start:g} q_half, q_max = min({span:g} q_min, {q_cap:.4g}); "
-                       "q_half = half width at half maximum of the S(q) peak"},
+               "rule": f"q_min = {start_txt}q_wall, q_max = min({span:g} q_min, {q_cap:.4g}); "
+                       "q_wall = 2 pi rho, rho = wall density (fraction of bonds crossed by "
+                       "a domain wall, ensemble mean)"},
     )
 
 

@@ -20,11 +20,12 @@ One time window is used for every late-time number: the growth-fit window
 :class:`AnalysisSettings` gives one). It is stored as the attr ``window`` of every output.
 
 The intermediate Porod window is chosen from the data, per (T, f) cell and step, by
-:func:`cdwdata.analysis.porod_window` (it starts at ``POROD_START`` half widths of the S(q)
-peak and spans a factor ``POROD_SPAN``, ending at the latest where the large-q window
-starts); the large-q window is :data:`cdwdata.analysis.LARGE_Q` (``pi/2 <= q <= pi``). Both
-can be fixed instead (``porod_qL``, ``large_q``). The windows used are stored: ``porod_q_min``
-and ``porod_q_max`` per step, the rule and the large-q window in attrs.
+:func:`cdwdata.analysis.porod_window`: it starts at ``q_wall = 2 pi rho``, the wavenumber of
+the measured wall spacing (``rho`` = ensemble-mean wall density of the frame), and spans a
+factor ``POROD_SPAN``, ending at the latest where the large-q window starts; the large-q
+window is :data:`cdwdata.analysis.LARGE_Q` (``pi/2 <= q <= pi``). Both can be fixed instead
+(``porod_qL``, ``large_q``). The windows used are stored: ``q_wall``, ``porod_q_min`` and
+``porod_q_max`` per step, the rule and the large-q window in attrs.
 
 The trajectory store is verified first (:func:`cdwdata.store.verify`): damaged data is
 refused, never analysed. The four stores are written into a hidden staging folder beside the
@@ -100,23 +101,24 @@ def _late(da, window):
     return da.isel({schema.STEP: np.flatnonzero((t >= window[0]) & (t <= window[1]) & (t > 0))})
 
 
-def _porod(Sq_mean, L_mean, s: AnalysisSettings, window):
+def _porod(Sq_mean, L_mean, rho_mean, s: AnalysisSettings, window):
     """Porod slopes of the ensemble-mean S(q) per (T, f, step) and pooled over ``window``.
 
-    Intermediate window: chosen per curve from the data (:func:`analysis.porod_window`),
-    or fixed in units of q L(t) (``s.porod_qL``: ``lo / L(t) .. hi / L(t)`` of each cell).
-    Large-q window: ``s.large_q`` in lattice units.
+    Intermediate window: chosen per frame from the measured wall density ``rho_mean``
+    (:func:`analysis.porod_window`), or fixed in units of q L(t) (``s.porod_qL``:
+    ``lo / L(t) .. hi / L(t)`` of each cell). Large-q window: ``s.large_q`` in lattice units.
     """
     Sq_mean = Sq_mean.transpose(schema.T, schema.F_FILL, schema.STEP, schema.QR)
     L_mean = L_mean.transpose(schema.T, schema.F_FILL, schema.STEP)
+    rho_mean = rho_mean.transpose(schema.T, schema.F_FILL, schema.STEP)
+    win = analysis.porod_window(rho_mean, q_cap=float(s.large_q[0]))
+    q_wall = win[analysis.Q_WALL]
     if s.porod_qL is None:
-        win = analysis.porod_window(Sq_mean, q_cap=float(s.large_q[0]))
-        q_min, q_max, q_half = win[analysis.Q_MIN], win[analysis.Q_MAX], win[analysis.Q_HALF]
+        q_min, q_max = win[analysis.Q_MIN], win[analysis.Q_MAX]
         rule = win.attrs["rule"]
     else:
         q_min = float(s.porod_qL[0]) / L_mean
         q_max = float(s.porod_qL[1]) / L_mean
-        q_half = analysis.peak_halfwidth(Sq_mean)
         rule = f"fixed: q L(t) = {s.porod_qL[0]:g} .. {s.porod_qL[1]:g} (L(t) = L_mean, eq. 15)"
     per_step = analysis.pooled_slope(Sq_mean, q_min, q_max)
     large = analysis.pooled_slope(Sq_mean, *map(float, s.large_q))
@@ -135,8 +137,8 @@ def _porod(Sq_mean, L_mean, s: AnalysisSettings, window):
         "porod_slope_err": named(per_step[analysis.SLOPE_ERR], "its standard error"),
         "porod_q_min": named(q_min, "lower end of the intermediate (Porod) q window", qunit),
         "porod_q_max": named(q_max, "upper end of the intermediate (Porod) q window", qunit),
-        "q_half": named(q_half, "half width at half maximum of the ensemble-mean S(q) peak",
-                        qunit),
+        "q_wall": named(q_wall, "2 pi rho: wavenumber of the mean domain-wall spacing "
+                        "(rho = ensemble-mean wall density)", qunit),
         "large_q_slope": named(large[analysis.SLOPE], "log-log slope of the ensemble-mean "
                                "S(q) in the large-q window"),
         "large_q_slope_err": named(large[analysis.SLOPE_ERR], "its standard error"),
@@ -147,7 +149,7 @@ def _porod(Sq_mean, L_mean, s: AnalysisSettings, window):
                                     "the late-time window"),
         "large_q_slope_late_err": named(large_late[analysis.SLOPE_ERR], "its standard error"),
     }
-    for name in ("porod_q_min", "porod_q_max", "q_half"):
+    for name in ("porod_q_min", "porod_q_max", "q_wall"):
         out[name].name = name
     attrs = {"porod_window_rule": rule, "porod_start": analysis.POROD_START,
              "porod_span": analysis.POROD_SPAN, "large_q_window": list(map(float, s.large_q)),
@@ -239,7 +241,10 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     L_c = Ldom.compute()
     ens_S = analysis.ensemble_mean(Sq_c)
     ens_L = analysis.ensemble_mean(L_c)
-    porod, porod_attrs = _porod(ens_S[analysis.MEAN], ens_L[analysis.MEAN], s, window)
+    wall = analysis.interface_density(phi).compute()
+    rho_mean = wall.mean(schema.RUN)
+    porod, porod_attrs = _porod(ens_S[analysis.MEAN], ens_L[analysis.MEAN], rho_mean, s,
+                                window)
     collapse = _collapse(ens_S[analysis.MEAN], ens_L[analysis.MEAN], window)
     d_S = xr.Dataset(
         {schema.S: S.astype("float32"), SQ: Sq_c, "Sq_mean": ens_S[analysis.MEAN],
@@ -250,7 +255,6 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     )
     store.write_dataset(d_S, out / "structure-factor.zarr")
 
-    wall = analysis.interface_density(phi).compute()
     d_L = xr.Dataset(
         {schema.LDOM: L_c, "L_mean": ens_L[analysis.MEAN], "L_sem": ens_L[analysis.SEM],
          analysis.WALL: wall},

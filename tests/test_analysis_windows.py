@@ -33,31 +33,63 @@ def curves(q0s, q=Q_FINE, **kw):
                                 schema.TIME: (schema.STEP, t)}, name=schema.S)
 
 
-def test_peak_halfwidth_of_known_peaks():
-    q0 = 0.3
-    lorentz = xr.DataArray(1.0 / (1.0 + (Q_FINE / q0) ** 2), dims=schema.QR,
-                           coords={schema.QR: Q_FINE})
-    assert float(an.peak_halfwidth(lorentz)) == pytest.approx(q0, rel=1e-4)
-    # a peak away from Q: half width measured on the far side of the maximum
-    sigma, qstar = 0.1, 1.0
-    gauss = xr.DataArray(np.exp(-((Q_FINE - qstar) ** 2) / (2 * sigma**2)), dims=schema.QR,
-                         coords={schema.QR: Q_FINE})
-    want = qstar + sigma * np.sqrt(2 * np.log(2))
-    assert float(an.peak_halfwidth(gauss)) == pytest.approx(want, rel=1e-3)
-    flat = xr.DataArray(np.ones(5), dims=schema.QR, coords={schema.QR: np.arange(5.0)})
-    assert np.isnan(float(an.peak_halfwidth(flat)))
+def sign(L):
+    x, y = np.indices((L, L))
+    return np.where((x + y) % 2 == 0, 1.0, -1.0)
+
+
+@pytest.mark.parametrize("w", [4, 8])
+def test_porod_window_starts_at_the_wavenumber_of_the_wall_spacing(w):
+    # stripes of width w: rho = 1 / 2w exactly, and the window starts at the fundamental pi/w
+    L = 16
+    m = np.where((np.arange(L) // w) % 2 == 0, 1.0, -1.0)[:, None] * np.ones((1, L))
+    n = xr.DataArray(0.5 + 0.5 * sign(L) * m, dims=(schema.X, schema.Y))
+    rho = an.interface_density(an.order_parameter(n))
+    assert float(rho) == pytest.approx(1 / (2 * w))
+    win = an.porod_window(rho)
+    assert float(win[an.Q_WALL]) == pytest.approx(np.pi / w)
+    assert float(win[an.Q_MIN]) == pytest.approx(an.POROD_START * np.pi / w)
+    assert float(win[an.Q_MAX]) == pytest.approx(min(an.POROD_SPAN * float(win[an.Q_MIN]),
+                                                     an.LARGE_Q[0]))
+    assert "rho" in win.attrs["rule"]
+
+
+def random_disks(L, count, radii, rng):
+    """Checkerboard order with the phase flipped inside random disks: sharp walls."""
+    x, y = np.indices((L, L))
+    m = np.ones((L, L))
+    for _ in range(count):
+        cx, cy = rng.uniform(0, L, 2)
+        r = rng.uniform(*radii)
+        dx = (x - cx + L / 2) % L - L / 2
+        dy = (y - cy + L / 2) % L - L / 2
+        m[dx * dx + dy * dy < r * r] *= -1
+    return 0.5 + 0.5 * m * sign(L)
+
+
+def test_window_from_the_walls_finds_porods_law_of_sharp_walls():
+    # polydisperse sharp-walled domains obey Porod's law S ~ q^-3 between the domain and
+    # the lattice scales; the window chosen from the measured wall density finds it
+    rng = np.random.default_rng(0)
+    n = xr.DataArray(np.stack([random_disks(128, 15, (6, 14), rng) for _ in range(8)]),
+                     dims=(schema.RUN, schema.X, schema.Y))
+    Sq = an.radial_structure_factor(an.structure_factor(n, f=0.5)).mean(schema.RUN)
+    rho = an.interface_density(an.order_parameter(n)).mean(schema.RUN)
+    win = an.porod_window(rho)
+    fit = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
+    assert int(fit[an.N_POINTS]) >= 5
+    assert float(fit[an.SLOPE]) == pytest.approx(-3.0, abs=0.2)
 
 
 @pytest.mark.parametrize(("inner", "outer"), [(-3.0, -2.0), (-2.5, -1.5), (-4.0, -2.7)])
-def test_data_chosen_windows_recover_any_exponent(inner, outer):
-    # domains grow: the core shrinks in q; the rule follows it and finds the true slopes
-    Sq = curves([0.02, 0.015, 0.012, 0.01], inner=inner, outer=outer, q_x=1.0)
-    win = an.porod_window(Sq)
-    qh = win[an.Q_HALF].values
-    exact = np.array([0.02, 0.015, 0.012, 0.01]) * 2 ** (-1 / inner)
-    np.testing.assert_allclose(qh, exact, atol=Q_FINE[1])  # within one grid step
-    np.testing.assert_allclose(win[an.Q_MIN].values, an.POROD_START * qh)
-    np.testing.assert_allclose(win[an.Q_MAX].values, an.POROD_SPAN * an.POROD_START * qh)
+def test_windows_recover_any_exponent(inner, outer):
+    # domains grow: the core shrinks in q and the walls thin out; the windows follow the
+    # walls and the fits find the true slopes, whatever they are
+    q0 = np.array([0.02, 0.015, 0.012, 0.01])
+    Sq = curves(q0, inner=inner, outer=outer, q_x=1.0)
+    rho = xr.DataArray(q0 / np.pi, dims=schema.STEP)  # walls 2 core widths apart
+    win = an.porod_window(rho)
+    np.testing.assert_allclose(win[an.Q_MIN].values, 2 * q0 * an.POROD_START)
     each = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
     np.testing.assert_allclose(each[an.SLOPE].values, inner, atol=1e-9)
     assert each[an.SLOPE].dims == (schema.STEP,) and (each[an.N_POINTS] >= 3).all()
@@ -70,9 +102,10 @@ def test_data_chosen_windows_recover_any_exponent(inner, outer):
 
 def test_pooled_slope_error_covers_noise():
     rng = np.random.default_rng(5)
-    Sq = curves([0.02, 0.015, 0.012, 0.01])
+    q0 = np.array([0.02, 0.015, 0.012, 0.01])
+    Sq = curves(q0)
     noisy = Sq * np.exp(0.05 * rng.standard_normal(Sq.shape))
-    win = an.porod_window(Sq)  # windows of the clean curves: the noise is only in the fit
+    win = an.porod_window(xr.DataArray(q0 / np.pi, dims=schema.STEP))
     late = an.pooled_slope(noisy, win[an.Q_MIN], win[an.Q_MAX], dim=schema.STEP)
     err = float(late[an.SLOPE_ERR])
     assert 0 < err < 0.1
@@ -80,18 +113,19 @@ def test_pooled_slope_error_covers_noise():
 
 
 def test_porod_window_stops_at_the_large_q_window():
-    Sq = curves([0.2])  # big core: 3 * 4 * q_half would pass pi / 2
-    win = an.porod_window(Sq).isel({schema.STEP: 0})
-    assert float(win[an.Q_MAX]) == pytest.approx(an.LARGE_Q[0])
-    assert float(win[an.Q_MIN]) < an.LARGE_Q[0]
-    # a core so wide that the window is empty: NaN window, NaN slope, no error
-    wide = curves([0.5])
-    w = an.porod_window(wide)
-    assert np.isnan(w[an.Q_MIN]).all() and np.isnan(w[an.Q_MAX]).all()
-    fit = an.pooled_slope(wide, w[an.Q_MIN], w[an.Q_MAX], dim=schema.STEP)
-    assert np.isnan(float(fit[an.SLOPE])) and int(fit[an.N_POINTS]) == 0
+    rho = xr.DataArray([0.04, 0.1, 0.3, 0.0], dims=schema.STEP)
+    win = an.porod_window(rho)
+    q_min, q_max = win[an.Q_MIN].values, win[an.Q_MAX].values
+    np.testing.assert_allclose(q_min[:2], 2 * np.pi * rho.values[:2] * an.POROD_START)
+    assert q_max[0] == pytest.approx(an.POROD_SPAN * q_min[0])  # 0.25 .. 0.75
+    assert q_max[1] == pytest.approx(an.LARGE_Q[0])  # capped: 0.63 .. pi/2
+    # walls closer than 4 lattice spacings, or none at all: no window, NaN slope, no error
+    assert np.isnan(q_min[2:]).all() and np.isnan(q_max[2:]).all()
+    Sq = curves([0.02] * 4)
+    fit = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
+    assert np.isnan(fit[an.SLOPE].values[2:]).all() and (fit[an.N_POINTS].values[2:] == 0).all()
     with pytest.raises(ParameterError, match="span"):
-        an.porod_window(Sq, span=1.0)
+        an.porod_window(rho, span=1.0)
 
 
 def test_pooled_slope_leaves_out_curves_with_too_few_shells():
@@ -172,7 +206,7 @@ def test_windows_on_a_lattice_momentum_grid(inner):
                                       q_x=1.4).reshape(L, L),
                      dims=(schema.KX, schema.KY), coords={schema.KX: k, schema.KY: k})
     Sq = an.radial_structure_factor(S)
-    win = an.porod_window(Sq)
+    win = an.porod_window(xr.DataArray(4 * 0.08 / (2 * np.pi)))  # q_wall = 4 q0
     fit = an.pooled_slope(Sq, win[an.Q_MIN], win[an.Q_MAX])
     assert int(fit[an.N_POINTS]) >= 5
     assert float(win[an.Q_MAX]) <= an.LARGE_Q[0]

@@ -108,14 +108,17 @@ def test_late_time_summaries_use_the_one_window(trajectory, tmp_path):
     assert sf[analysis.QUALITY].dims == (schema.T, schema.F_FILL)
     np.testing.assert_allclose(sf[analysis.QUALITY].values,
                                want.transpose(schema.T, schema.F_FILL).values, rtol=1e-12)
-    # the Porod windows are the data rule's, stored per step; slopes over them
-    win = analysis.porod_window(sf["Sq_mean"])
+    # the Porod windows follow the measured wall density, stored per step; slopes over them
+    rho = dom[analysis.WALL].mean(schema.RUN)
+    win = analysis.porod_window(rho)
+    np.testing.assert_allclose(sf["q_wall"].values,
+                               (2 * np.pi * rho).transpose(*sf["q_wall"].dims).values)
     np.testing.assert_allclose(sf["porod_q_min"].values,
                                win[analysis.Q_MIN].transpose(*sf["porod_q_min"].dims).values)
     np.testing.assert_allclose(sf["porod_q_max"].values,
                                win[analysis.Q_MAX].transpose(*sf["porod_q_max"].dims).values)
     assert sf.attrs["large_q_window"] == list(analysis.LARGE_Q)
-    assert "q_half" in sf.attrs["porod_window_rule"] and "porod_qL_window" not in sf.attrs
+    assert "2 pi rho" in sf.attrs["porod_window_rule"] and "porod_qL_window" not in sf.attrs
     pooled = analysis.pooled_slope(sf["Sq_mean"].isel(step=late),
                                    win[analysis.Q_MIN].isel(step=late),
                                    win[analysis.Q_MAX].isel(step=late), dim=schema.STEP)
@@ -160,7 +163,7 @@ def test_cli_prints_windows_and_late_time_numbers(trajectory, tmp_path, capsys):
     assert f"growth exponent fitted over t = {t_end / 10:g} .. {t_end:g}" in text
     assert f"t = {t_end / 20:g} .. {t_end / 2:g} and t = {t_end / 5:g} .. {t_end:g}" in text
     assert "alpha_window_err" in text and "collapse_msd" in text
-    assert "q_min = 4 q_half" in text and "large-q window: q = 1.571 .. 3.142" in text
+    assert "q_min = q_wall" in text and "large-q window: q = 1.571 .. 3.142" in text
     growth = store.open_dataset(tmp_path / "p" / "growth-exponents.zarr").load()
     err = float(growth[analysis.ALPHA_WINDOW_ERR].sel(T=0.1, f=0.5))
     assert f"| 0.1 | 0.5 | {float(growth['alpha'].sel(T=0.1, f=0.5)):.3f} |" in text

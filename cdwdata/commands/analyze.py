@@ -21,8 +21,8 @@ def configure(p) -> None:
     p.add_argument("--porod-qL", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="fix the intermediate Porod window in units of qL(t), e.g. "
                         f"{POROD_QL[0]:g} {POROD_QL[1]:g} (default: chosen from the data per "
-                        f"step, {POROD_START:g} to {POROD_START * POROD_SPAN:g} half widths of "
-                        "the S(q) peak, below the large-q window; "
+                        f"step, q = {POROD_START:g} to {POROD_START * POROD_SPAN:g} times "
+                        "2 pi rho, rho the measured wall density, below the large-q window; "
                         "cdwdata.analysis.porod_window)")
     p.add_argument("--large-q", type=float, nargs=2, default=LARGE_Q, metavar=("LO", "HI"),
                    help="large-q window in lattice units (default pi/2 .. pi: wavelengths of "
