@@ -1,6 +1,8 @@
 """``cdw analyze STORE``: phi, S(k,t), S(q,t), L(t), Porod slopes and alpha, written to zarr.
 
-The store is verified first (a damaged store is refused: exit 2, one line); the outputs appear
+It prints the late-time window (the growth window) and, over it: alpha with its bootstrap and
+window-sensitivity errors, the collapse quality of S/L^2 vs qL, and the Porod slopes with the
+q windows chosen from the data. The store is verified first (a damaged store is refused: exit 2, one line); the outputs appear
 only once all of them are complete.
 """
 
@@ -16,8 +18,9 @@ def configure(p) -> None:
     p.add_argument("--out", default=None,
                    help="output folder (default: STORE without .zarr plus '-analysis')")
     p.add_argument("--window", type=float, nargs=2, metavar=("T_MIN", "T_MAX"), default=None,
-                   help="growth-exponent fit window in time units (default: the last decade "
-                        "of the run, cdwdata.analysis.growth_window)")
+                   help="growth-exponent fit window in time units, also the late-time window "
+                        "of the collapse quality and the pooled Porod slopes (default: the "
+                        "last decade of the run, cdwdata.analysis.growth_window)")
     p.add_argument("--porod-qL", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="fix the intermediate Porod window in units of qL(t), e.g. "
                         f"{POROD_QL[0]:g} {POROD_QL[1]:g} (default: chosen from the data per "
