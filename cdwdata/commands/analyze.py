@@ -2,8 +2,8 @@
 
 It prints the late-time window (the growth window) and, over it: alpha with its bootstrap and
 window-sensitivity errors, the collapse quality of S/L^2 vs qL, and the Porod slopes with the
-q windows chosen from the data. The store is verified first (a damaged store is refused: exit 2, one line); the outputs appear
-only once all of them are complete.
+q windows chosen from the data. The store is verified first (a damaged store is refused:
+exit 2, one line); the outputs appear only once all of them are complete.
 """
 
 from __future__ import annotations
