@@ -108,11 +108,12 @@ class AnalysisStage:
     """``cdw analyze`` settings (:class:`cdwdata.summaries.AnalysisSettings`).
 
     ``fit_steps`` is the late-time window of the growth-exponent fit in Langevin steps
-    (converted to time with dt); the Porod windows are those of ``cdw analyze``.
+    (converted to time with dt); the Porod windows are those of ``cdw analyze`` (the
+    intermediate one chosen from the measured wall density unless ``porod_qL`` is given).
     """
 
     fit_steps: tuple[int, int] = (40, 400)
-    porod_qL: tuple[float, float] = analysis.POROD_QL
+    porod_qL: tuple[float, float] | None = None
     large_q: tuple[float, float] = analysis.LARGE_Q
     n_boot: int = 200
     seed: int = 0

@@ -342,7 +342,8 @@ def analyze_stage(ctx: Context, which: str) -> Stage:
 
         dt = ctx.params.dt
         window = (a.fit_steps[0] * dt, a.fit_steps[1] * dt)
-        settings = AnalysisSettings(window=window, porod_qL=tuple(a.porod_qL),
+        settings = AnalysisSettings(window=window,
+                                    porod_qL=tuple(a.porod_qL) if a.porod_qL else None,
                                     large_q=tuple(a.large_q), n_boot=a.n_boot, seed=a.seed)
         written = analyze_store(ctx.quench(which), out, settings, overwrite=True,
                                 command=ctx.command)
