@@ -57,7 +57,7 @@ def cost(ff, L: int, repeat: int, paper) -> dict:
         t_warm.append(best_of(warm, repeat))
     tb, tw = float(np.median(t_bare)), float(np.median(t_warm))
     return {"bare_paper_mlp_s": tb, "warm_s": tw, "cost_ratio": tw / tb,
-            "warm_evaluations": int(ff.last_iterations)}
+            "warm_evaluations": round(float(ff.last_iterations), 3)}
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cdwdata import HolsteinParams, Lattice, ModelError, ParameterError, descriptor, ed, store
 from cdwdata.ml import modelfile
-from cdwdata.ml.forcefield import GrandCanonicalForceField, load_model
+from cdwdata.ml.forcefield import NEWTON_STEPS, GrandCanonicalForceField, load_model
 from cdwdata.ml.gcmodel import DensityModel, shift_direction, solve_mu
 
 L = 8
@@ -344,6 +344,47 @@ def test_warm_linear_step_equals_the_full_solve(trained, rng):
     assert ff.last_iterations >= 2
     assert abs(float(res[0])) < 1e-6 * L * L
     np.testing.assert_allclose(n.numpy(), n_ref.numpy(), atol=1e-4)
+
+
+def test_density_near_is_the_network_on_active_sites_and_linear_response_elsewhere(trained,
+                                                                                    rng):
+    from cdwdata.ml.inference import DensityPlan
+
+    ff = load_model(trained, f=0.4, T=0.2, dtype=torch.float64)
+    G = ff.model.features(torch.as_tensor(rng.normal(0, 1, (2, L, L))))
+    plan = DensityPlan(ff.model, 0.2, dtype=torch.float64, chunk=7).bind(G)
+    mu0 = torch.tensor([-0.3, 0.2], dtype=torch.float64)
+    mu = mu0 + torch.tensor([0.03, -0.02], dtype=torch.float64)
+    n0, dn0 = (t.clone() for t in plan.density_and_slope(mu0))
+    exact = plan.density(mu).clone()
+    every = [torch.arange(L * L), torch.arange(L * L)]
+    np.testing.assert_allclose(plan.density_near(mu, mu0, n0, dn0, every).numpy(),
+                               exact.numpy(), atol=1e-14)
+    some = [torch.tensor([0, 5, L * L - 1]), torch.tensor([], dtype=torch.int64)]
+    before = plan.evaluations
+    got = plan.density_near(mu, mu0, n0, dn0, some).reshape(2, -1).numpy()
+    assert plan.evaluations - before == pytest.approx(3 / (2 * L * L))
+    lin = (n0 + dn0 * (mu - mu0)[:, None, None]).reshape(2, -1).numpy()
+    flat = exact.reshape(2, -1).numpy()
+    np.testing.assert_allclose(got[0, [0, 5, L * L - 1]], flat[0, [0, 5, L * L - 1]], atol=1e-14)
+    mask = np.ones(L * L, bool)
+    mask[[0, 5, L * L - 1]] = False
+    np.testing.assert_allclose(got[0, mask], lin[0, mask], atol=1e-14)
+    np.testing.assert_allclose(got[1], lin[1], atol=1e-14)
+
+
+def test_warm_newton_steps_on_active_sites_match_the_full_solve(trained, rng):
+    """A hint a few Langevin steps away needs Newton steps; they evaluate only the sites with
+    a non-negligible slope and still give the full solve's densities and an exact count."""
+    ff = load_model(trained, f=0.4, T=0.2, dtype=torch.float64)
+    Q = torch.as_tensor(rng.normal(0, 1, (2, L, L)))
+    n_ref, mu_ref, _ = ff.solve(Q)
+    for offset in (0.02, -0.03):
+        n, mu, res = ff.solve(Q, mu_hint=mu_ref + offset)
+        assert 1 < ff.last_iterations < 1 + NEWTON_STEPS
+        assert float(res.abs().max()) < 1e-9 * L * L
+        np.testing.assert_allclose(mu.numpy(), mu_ref.numpy(), atol=1e-4)
+        np.testing.assert_allclose(n.numpy(), n_ref.numpy(), atol=2e-4)
 
 
 @settings(max_examples=40, deadline=None)

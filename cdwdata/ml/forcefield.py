@@ -244,12 +244,15 @@ class GrandCanonicalForceField(MLForceField):
 
         From a hint, one evaluation gives ``n(mu0)`` and the exact slope ``n'(mu0)`` (forward
         mode); chord-Newton steps ``dmu = (fN - N(mu)) / N'(mu0)`` follow (at most
-        :data:`NEWTON_STEPS`, each one plain evaluation). Once the next step is small, the
-        densities are ``n(mu) + n'(mu0) dmu``: the electron count is exact, and they differ
-        from the network at ``mu + dmu`` by ``~ n'' (|mu - mu0| + dmu/2) dmu``, kept below
-        :data:`LINEAR_TOL` with the Fermi-function bound ``|n''| <= 0.1 / T^2`` (measured in
-        benchmarks/README.md). Between Langevin steps mu moves by 1e-3..1e-2, so a step costs
-        one evaluation with the slope and one or two without. Cold starts and failed
+        :data:`NEWTON_STEPS`), each evaluating the network only at the sites with
+        ``|n'(mu0)| > ACTIVE_SLOPE`` (the others in linear response from ``mu0``). Once the
+        next step is small, the densities are ``n(mu) + n'(mu0) dmu``: the electron count is
+        exact, and they differ from the network at ``mu + dmu`` by
+        ``~ n'' (|mu - mu0| + dmu/2) dmu``, kept below :data:`LINEAR_TOL` with the
+        Fermi-function bound ``|n''| <= 0.1 / T^2`` (measured in benchmarks/README.md).
+        Between Langevin steps mu moves by 1e-3..1e-2, so a step costs one evaluation with the
+        slope and one or two on the active sites (``last_iterations`` counts evaluations in
+        whole-lattice units). Cold starts and failed
         iterations use the bracketed secant solve (:data:`~cdwdata.ml.gcmodel.FILLING_RTOL`).
         """
 
@@ -279,25 +282,35 @@ class GrandCanonicalForceField(MLForceField):
 
     def _linear_step(self, plan, mu0, target):
         """Chord-Newton iterations with the exact slope at ``mu0``, finished in linear response
-        once its error estimate is below ``LINEAR_TOL``; None when they do not get there."""
+        once its error estimate is below ``LINEAR_TOL``; None when they do not get there.
+
+        The iterations re-evaluate the network only at the sites with ``|n'(mu0)| >
+        ACTIVE_SLOPE`` (:meth:`DensityPlan.density_near`); the others stay in linear
+        response from ``mu0`` within ``|mu - mu0| <= T``."""
         n, dn0 = plan.density_and_slope(mu0)
         slope = dn0.sum((-2, -1), dtype=torch.float64)
         if not bool((slope > 0).all()):
             return None
-        mu = mu0
+        active = None
+        mu, cur = mu0, n
         for k in range(NEWTON_STEPS + 1):
-            dmu = (target - n.sum((-2, -1), dtype=torch.float64)) / slope
+            dmu = (target - cur.sum((-2, -1), dtype=torch.float64)) / slope
             if not bool(torch.isfinite(dmu).all()):
                 return None
             # error of the linear finish ~ n'' (|mu - mu0| + |dmu| / 2) |dmu|, n'' <= 0.1 / T^2
             err = 0.1 / self.T ** 2 * dmu.abs() * ((mu - mu0).abs() + 0.5 * dmu.abs())
             if bool((err <= LINEAR_TOL).all()):
-                n = torch.addcmul(n, dn0, dmu.to(n.dtype)[:, None, None]).clamp_(0.0, 1.0)
-                return n, mu + dmu, n.sum((-2, -1), dtype=torch.float64) - target
+                out = torch.addcmul(cur, dn0, dmu.to(cur.dtype)[:, None, None]).clamp_(0.0, 1.0)
+                return out, mu + dmu, out.sum((-2, -1), dtype=torch.float64) - target
             if k == NEWTON_STEPS:
                 return None
             mu = mu + dmu.clamp(-self.T, self.T)
-            n = plan.density(mu)
+            if bool(((mu - mu0).abs() > self.T).any()):
+                return None
+            if active is None:
+                flat = (dn0.abs() > ACTIVE_SLOPE).reshape(dn0.shape[0], -1)
+                active = [torch.nonzero(row).reshape(-1) for row in flat]
+            cur = plan.density_near(mu, mu0, n, dn0, active)
 
     def _bracketed(self, plan, mu0, target):
         """The bracketed secant solve of the filling equation from ``mu0``."""
@@ -368,6 +381,9 @@ class GrandCanonicalForceField(MLForceField):
 LINEAR_TOL = 1e-4
 #: Newton iterations tried from a warm start before the bracketed solve takes over.
 NEWTON_STEPS = 3
+#: Sites whose slope |dn_i/dmu| at the warm start is at most this stay in linear response
+#: during the Newton iterations (measured error of that: benchmarks/README.md, "mu solve").
+ACTIVE_SLOPE = 1e-3
 
 #: Filling tolerance of the mu solve with bf16 hidden layers (the rest is removed in linear
 #: response, see :meth:`GrandCanonicalForceField.solve`).
