@@ -217,6 +217,8 @@ class GrandCanonicalForceField(MLForceField):
         self.last_mu = None
         self.last_residual = None
         self.last_iterations = 0
+        #: how the last solve ended: "warm" (Newton from the hint) or "bracketed"
+        self.last_solve = ""
         self._plan = None
 
     def __repr__(self) -> str:
@@ -269,11 +271,13 @@ class GrandCanonicalForceField(MLForceField):
             if mu_hint is not None:
                 mu0 = torch.as_tensor(mu_hint, dtype=torch.float64).to(self._device).reshape(B)
                 done = self._linear_step(plan, mu0, target)
+                self.last_solve = "warm"
                 start = mu0
             else:
                 start = torch.full((B,), self.mu_start, dtype=torch.float64, device=self._device)
             if done is None:
                 done = self._bracketed(plan, start, target)
+                self.last_solve = "bracketed"
             n, mu, res = done
         self.last_mu = mu.reshape(lead)
         self.last_residual = res.reshape(lead)
