@@ -356,13 +356,15 @@ def test_density_near_is_the_network_on_active_sites_and_linear_response_elsewhe
     mu0 = torch.tensor([-0.3, 0.2], dtype=torch.float64)
     mu = mu0 + torch.tensor([0.03, -0.02], dtype=torch.float64)
     n0, dn0 = (t.clone() for t in plan.density_and_slope(mu0))
-    exact = plan.density(mu).clone()
+    exact, exact_slope = (t.clone() for t in plan.density_and_slope(mu))
     every = [torch.arange(L * L), torch.arange(L * L)]
-    np.testing.assert_allclose(plan.density_near(mu, mu0, n0, dn0, every).numpy(),
-                               exact.numpy(), atol=1e-14)
+    n_all, slope_all = plan.density_near(mu, mu0, n0, dn0, every)
+    np.testing.assert_allclose(n_all.numpy(), exact.numpy(), atol=1e-14)
+    np.testing.assert_allclose(slope_all.numpy(), exact_slope.numpy(), atol=1e-12)
     some = [torch.tensor([0, 5, L * L - 1]), torch.tensor([], dtype=torch.int64)]
     before = plan.evaluations
-    got = plan.density_near(mu, mu0, n0, dn0, some).reshape(2, -1).numpy()
+    got, slope = plan.density_near(mu, mu0, n0, dn0, some)
+    got = got.reshape(2, -1).numpy()
     assert plan.evaluations - before == pytest.approx(3 / (2 * L * L))
     lin = (n0 + dn0 * (mu - mu0)[:, None, None]).reshape(2, -1).numpy()
     flat = exact.reshape(2, -1).numpy()
@@ -371,6 +373,11 @@ def test_density_near_is_the_network_on_active_sites_and_linear_response_elsewhe
     mask[[0, 5, L * L - 1]] = False
     np.testing.assert_allclose(got[0, mask], lin[0, mask], atol=1e-14)
     np.testing.assert_allclose(got[1], lin[1], atol=1e-14)
+    slope = slope.reshape(2, -1).numpy()
+    np.testing.assert_allclose(slope[0, [0, 5, L * L - 1]],
+                               exact_slope.reshape(2, -1).numpy()[0, [0, 5, L * L - 1]],
+                               atol=1e-12)
+    np.testing.assert_array_equal(slope[0, mask], dn0.reshape(2, -1).numpy()[0, mask])
 
 
 def test_warm_newton_steps_on_active_sites_match_the_full_solve(trained, rng):

@@ -245,13 +245,13 @@ class GrandCanonicalForceField(MLForceField):
         step's) or, by default, at the card's mu for this filling.
 
         From a hint, one evaluation gives ``n(mu0)`` and the exact slope ``n'(mu0)`` (forward
-        mode); chord-Newton steps ``dmu = (fN - N(mu)) / N'(mu0)`` follow (at most
-        :data:`NEWTON_STEPS`), each evaluating the network only at the sites with
+        mode); Newton steps ``dmu = (fN - N(mu)) / N'(mu)`` follow (at most
+        :data:`NEWTON_STEPS`), each evaluating the network and its slope only at the sites with
         ``|n'(mu0)| > ACTIVE_SLOPE`` (the others in linear response from ``mu0``). Once the
-        next step is small, the densities are ``n(mu) + n'(mu0) dmu``: the electron count is
-        exact, and they differ from the network at ``mu + dmu`` by
-        ``~ n'' (|mu - mu0| + dmu/2) dmu``, kept below :data:`LINEAR_TOL` with the
-        Fermi-function bound ``|n''| <= 0.1 / T^2`` (measured in benchmarks/README.md).
+        next step is small, the densities are ``n(mu) + n'(mu) dmu``: the electron count is
+        exact, and they differ from the network at ``mu + dmu`` by ``~ n'' dmu^2 / 2``, kept
+        below :data:`LINEAR_TOL` with the Fermi-function bound ``|n''| <= 0.1 / T^2``
+        (measured in benchmarks/README.md).
         Between Langevin steps mu moves by 1e-3..1e-2, so a step costs one evaluation with the
         slope and one or two on the active sites (``last_iterations`` counts evaluations in
         whole-lattice units). Cold starts and failed
@@ -285,26 +285,27 @@ class GrandCanonicalForceField(MLForceField):
         return n.reshape(*lead, L1, L2), self.last_mu, self.last_residual
 
     def _linear_step(self, plan, mu0, target):
-        """Chord-Newton iterations with the exact slope at ``mu0``, finished in linear response
-        once its error estimate is below ``LINEAR_TOL``; None when they do not get there.
+        """Newton iterations from ``mu0`` with exact slopes, finished in linear response once
+        its error estimate is below ``LINEAR_TOL``; None when they do not get there.
 
-        The iterations re-evaluate the network only at the sites with ``|n'(mu0)| >
-        ACTIVE_SLOPE`` (:meth:`DensityPlan.density_near`); the others stay in linear
-        response from ``mu0`` within ``|mu - mu0| <= T``."""
-        n, dn0 = plan.density_and_slope(mu0)
-        slope = dn0.sum((-2, -1), dtype=torch.float64)
-        if not bool((slope > 0).all()):
-            return None
+        After the first (whole-lattice) evaluation, the iterations re-evaluate the network and
+        its slope only at the sites with ``|n'(mu0)| > ACTIVE_SLOPE``
+        (:meth:`DensityPlan.density_near`); the others stay in linear response from ``mu0``
+        within ``|mu - mu0| <= T``."""
+        n0, dn0 = plan.density_and_slope(mu0)
         active = None
-        mu, cur = mu0, n
+        mu, n, dn = mu0, n0, dn0
         for k in range(NEWTON_STEPS + 1):
-            dmu = (target - cur.sum((-2, -1), dtype=torch.float64)) / slope
+            slope = dn.sum((-2, -1), dtype=torch.float64)
+            if not bool((slope > 0).all()):
+                return None
+            dmu = (target - n.sum((-2, -1), dtype=torch.float64)) / slope
             if not bool(torch.isfinite(dmu).all()):
                 return None
-            # error of the linear finish ~ n'' (|mu - mu0| + |dmu| / 2) |dmu|, n'' <= 0.1 / T^2
-            err = 0.1 / self.T ** 2 * dmu.abs() * ((mu - mu0).abs() + 0.5 * dmu.abs())
+            # error of the linear finish ~ n'' dmu^2 / 2, with |n''| <= 0.1 / T^2
+            err = 0.05 / self.T ** 2 * dmu ** 2
             if bool((err <= LINEAR_TOL).all()):
-                out = torch.addcmul(cur, dn0, dmu.to(cur.dtype)[:, None, None]).clamp_(0.0, 1.0)
+                out = torch.addcmul(n, dn, dmu.to(n.dtype)[:, None, None]).clamp_(0.0, 1.0)
                 return out, mu + dmu, out.sum((-2, -1), dtype=torch.float64) - target
             if k == NEWTON_STEPS:
                 return None
@@ -314,7 +315,7 @@ class GrandCanonicalForceField(MLForceField):
             if active is None:
                 flat = (dn0.abs() > ACTIVE_SLOPE).reshape(dn0.shape[0], -1)
                 active = [torch.nonzero(row).reshape(-1) for row in flat]
-            cur = plan.density_near(mu, mu0, n, dn0, active)
+            n, dn = plan.density_near(mu, mu0, n0, dn0, active)
 
     def _bracketed(self, plan, mu0, target):
         """The bracketed secant solve of the filling equation from ``mu0``."""

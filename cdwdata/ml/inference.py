@@ -14,10 +14,11 @@ cheap:
 * **No allocation per call.** Buffers (``A``, the per-chunk activations, the outputs) are kept
   and reused while the shapes stay the same; on the CPU the sites are processed in chunks that
   stay in cache.
-* **Active sites only, near a solved mu.** :meth:`density_near` re-evaluates the network only
-  at the sites whose slope ``dn_i/dmu`` at a nearby ``mu0`` is not negligible (domain walls:
-  1-3 % of the sites late in a quench) and keeps every other site in linear response
-  ``n_i(mu0) + n_i'(mu0) (mu - mu0)``; the Newton steps of a warm mu solve cost that little.
+* **Active sites only, near a solved mu.** :meth:`density_near` re-evaluates the network (and
+  its slope) only at the sites whose slope ``dn_i/dmu`` at a nearby ``mu0`` is not negligible
+  (domain walls: 1-3 % of the sites late in a quench) and keeps every other site in linear
+  response ``n_i(mu0) + n_i'(mu0) (mu - mu0)``; the Newton steps of a warm mu solve cost
+  that little.
 * **Precision.** ``"bf16"`` runs the hidden-to-hidden GEMMs in bfloat16 (float32
   accumulation inside the GEMM); the first layer, which carries mu, and the output layer stay
   in the compute dtype.
@@ -131,9 +132,11 @@ class DensityPlan:
         return self._evaluate(mu, slope=True)
 
     def density_near(self, mu: torch.Tensor, mu0: torch.Tensor, n0: torch.Tensor,
-                     dn0: torch.Tensor, active: list[torch.Tensor]) -> torch.Tensor:
-        """``n (B, ...)`` at ``mu`` (B,): the network at the ``active`` sites, linear response
-        ``n0 + dn0 (mu - mu0)`` from ``(n0, dn0)`` at ``mu0`` everywhere else.
+                     dn0: torch.Tensor, active: list[torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, dn/dmu)``, both ``(B, ...)``, at ``mu`` (B,): the network (and its exact
+        slope) at the ``active`` sites; everywhere else linear response from ``(n0, dn0)`` at
+        ``mu0``, ``n0 + dn0 (mu - mu0)`` with slope ``dn0``.
 
         ``active`` holds, per configuration, the flat indices (int64) of the sites to evaluate.
         """
@@ -144,6 +147,8 @@ class DensityPlan:
         out = self._buf("n_near", (B, S))
         torch.addcmul(n0.reshape(B, S), dn0.reshape(B, S),
                       d.to(device=self.device, dtype=self.dtype).reshape(B, 1), out=out)
+        slope = self._buf("dn_near", (B, S))
+        slope.copy_(dn0.reshape(B, S))
         mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1).tolist()
         C = self.chunk or S
         done = 0
@@ -156,13 +161,16 @@ class DensityPlan:
             rows = self._buf("A_active", (S, H1))[:k]
             torch.index_select(self.A[b], 0, idx, out=rows)
             z = self._buf("z_active", (S,))[:k]
+            dz = self._buf("dz_active", (S,))[:k]
             for i in range(0, k, C):
                 j = min(i + C, k)
-                self._chunk(rows[i:j], mu[b], z[i:j], None)
+                self._chunk(rows[i:j], mu[b], z[i:j], dz[i:j])
             torch.sigmoid(z, out=z)
             out[b].index_copy_(0, idx, z)
+            dz.mul_(z).mul_(1.0 - z)  # dn/dmu = n (1 - n) dz/dmu
+            slope[b].index_copy_(0, idx, dz)
         self.evaluations += done / (B * S)
-        return out.reshape(B, *self.lattice_shape)
+        return out.reshape(B, *self.lattice_shape), slope.reshape(B, *self.lattice_shape)
 
     # --- the network --------------------------------------------------------------------
     def _evaluate(self, mu, slope: bool):
