@@ -37,6 +37,7 @@ written (:mod:`cdwdata.storelock`).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -168,13 +169,39 @@ def _collapse(Sq_mean, L_mean, window):
     return quality.drop_vars(schema.TIME, errors="ignore")
 
 
+def select(ds, temperatures=None, fillings=None, runs=None):
+    """The cells and runs of trajectory dataset ``ds`` to analyse (default: all of them)."""
+    picks = {}
+    for dim, want in ((schema.T, temperatures), (schema.F_FILL, fillings)):
+        if want is None:
+            continue
+        have = ds[dim].values
+        idx = []
+        for w in want:
+            hit = np.flatnonzero(np.isclose(have, float(w), atol=1e-9))
+            if not len(hit):
+                raise InputError(f"{dim} = {w:g} is not in the store ({', '.join(map(str, have))})")
+            idx.append(int(hit[0]))
+        picks[dim] = sorted(set(idx))
+    if runs is not None:
+        have = ds[schema.RUN].values.tolist()
+        missing = [r for r in runs if r not in have]
+        if missing:
+            raise InputError(f"runs {missing} are not in the store (it has {len(have)})")
+        picks[schema.RUN] = sorted({have.index(r) for r in runs})
+    return ds.isel(picks) if picks else ds
+
+
 def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
-                  overwrite: bool = False, command: str | None = None) -> dict[str, str]:
+                  overwrite: bool = False, command: str | None = None,
+                  temperatures=None, fillings=None, runs=None) -> dict[str, str]:
     """Analyse the trajectory store at ``path``; return ``{kind: output store path}``.
 
     Only complete frames are used: frames of runs that are not finished (NaN) are dropped
     by keeping the steps every run has reached (the attrs ``frames_used`` and
-    ``frames_total`` of every output say how many).
+    ``frames_total`` of every output say how many). ``temperatures``, ``fillings`` and
+    ``runs`` restrict the analysis to those cells and runs (e.g. the finished part of a
+    store still being written); the selection is recorded in the attrs.
 
     Raises
     ------
@@ -189,6 +216,11 @@ def analyze_store(path, out=None, settings: AnalysisSettings | None = None,
     ds = store.open_dataset(path)
     if ds.attrs.get("kind") != "trajectory" or schema.N not in ds:
         raise StoreError(f"{path} is not a trajectory store with densities n")
+    if any(x is not None for x in (temperatures, fillings, runs)):
+        ds = select(ds, temperatures, fillings, runs)
+        ds.attrs["selection"] = json.dumps({
+            "T": ds[schema.T].values.tolist(), "f": ds[schema.F_FILL].values.tolist(),
+            "runs": ds[schema.RUN].values.tolist()})
     out = Path(out) if out else default_output(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with storelock.writing(out, command):

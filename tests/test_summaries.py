@@ -183,3 +183,22 @@ def test_window_outside_the_run_gives_nan_not_an_error(trajectory, tmp_path):
     growth = store.open_dataset(out["growth-exponents"]).load()
     assert np.isnan(growth["alpha"]).all() and np.isnan(growth[analysis.ALPHA_WINDOW_ERR]).all()
     assert np.isfinite(growth[analysis.ALPHA_ALT]).any()  # the run's own windows still fit
+
+
+def test_analysis_of_some_cells_and_runs_equals_the_same_slice_of_the_whole(trajectory,
+                                                                           tmp_path):
+    """A store still being written is analysed on its finished cells and runs; the result is
+    the corresponding slice of the full analysis, and the selection is recorded."""
+    settings = AnalysisSettings(window=(0.5, 3.0))
+    whole = analyze_store(trajectory, tmp_path / "all", settings)
+    part = analyze_store(trajectory, tmp_path / "part", settings, temperatures=[0.3],
+                         runs=[0, 2])
+    full = xr.open_zarr(whole["domain-size"], consolidated=False).load()
+    some = xr.open_zarr(part["domain-size"], consolidated=False).load()
+    np.testing.assert_allclose(some[schema.LDOM].values,
+                               full[schema.LDOM].isel(T=[1], run=[0, 2]).values, rtol=1e-12)
+    assert '"runs": [0, 2]' in some.attrs["selection"]
+    with pytest.raises(Exception, match="not in the store"):
+        analyze_store(trajectory, tmp_path / "bad", settings, temperatures=[0.2])
+    with pytest.raises(Exception, match="not in the store"):
+        analyze_store(trajectory, tmp_path / "bad2", settings, runs=[5])

@@ -30,6 +30,13 @@ def configure(p) -> None:
     p.add_argument("--large-q", type=float, nargs=2, default=LARGE_Q, metavar=("LO", "HI"),
                    help="large-q window in lattice units (default pi/2 .. pi: wavelengths of "
                         "2 to 4 lattice spacings, complete shells around Q)")
+    p.add_argument("--T", type=float, nargs="+", default=None,
+                   help="only these temperatures of the store (default: all)")
+    p.add_argument("--f", type=float, nargs="+", default=None,
+                   help="only these fillings of the store (default: all)")
+    p.add_argument("--runs", type=int, nargs="+", default=None,
+                   help="only these runs (default: all; e.g. the finished runs of a store "
+                        "still being written)")
     p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for alpha")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
@@ -50,7 +57,8 @@ def run(args) -> int:
                                 porod_qL=tuple(args.porod_qL) if args.porod_qL else None,
                                 large_q=tuple(args.large_q), n_boot=args.boot, seed=args.seed)
     written = analyze_store(args.store, args.out, settings, overwrite=args.overwrite,
-                            command=command_line())
+                            command=command_line(), temperatures=args.T, fillings=args.f,
+                            runs=args.runs)
     for kind, path in written.items():
         print(f"{kind:18s} {path}")
     window = read_attrs(written["growth-exponents"]).get("window")
