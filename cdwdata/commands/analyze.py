@@ -71,7 +71,8 @@ def run(args) -> int:
     if alts:
         print("window sensitivity: alpha also fitted over "
               + " and ".join(f"t = {lo:g} .. {hi:g}" for lo, hi in alts)
-              + "; alpha_window_err = largest |alpha_alt - alpha| (n/a: too few frames)")
+              + "; alpha_window_err = largest |alpha_alt - alpha| (n/a where a window holds too "
+                "few frames)")
     print(frames_note(written["growth-exponents"]))
     print(summary_table(written["growth-exponents"]))
     sf = read_attrs(written["structure-factor"])
