@@ -17,6 +17,10 @@ from hypothesis import strategies as st
 
 from cdwdata import catalog
 from cdwdata.errors import CatalogError
+from cdwdata.ml.forcefield import aliases
+
+#: The default shipped model (the holstein aliases point at it).
+DEFAULT = "holstein-gc-v9"
 
 # entries are named after the store's path relative to the scanned folder (data/)
 TRAJ_A, A_FILE = "runs-quench-a", "quench-a.zarr"  # T = 0.1, f = 0.5, a real (tiny) ED run
@@ -398,22 +402,25 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         (name,) = hits
         assert hits[name].read()["alpha"].dims == ("T", "f")
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
-        # one shipped model: the grand-canonical one, whose card the entry describes
+        # two shipped models, both grand canonical: the default (behind the holstein aliases)
+        # and the one the paper-scale preset names; each card is what its entry describes
         models = catalog.search(cat, kind="model")
-        assert list(models) == ["holstein-gc-v5"], path
-        meta = catalog.metadata(cat, "holstein-gc-v5")
-        card = models["holstein-gc-v5"].read()
-        assert isinstance(card, dict) and card["name"] == meta["model"] == "holstein-gc-v5"
-        assert (meta["model_kind"], meta["grand_canonical"]) == ("density", True)
-        assert meta["f"] == meta["f_range"] == card["filling_range"]
-        assert meta["T"] == meta["T_range"] == card["temperature_range"]
-        assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
-        assert catalog.path_of(cat, "holstein-gc-v5") == \
-            (Path(catalog.__file__).resolve().parent / "ml" / "models" / "holstein-gc-v5.json")
-        # it runs at every filling the results were made at (holstein-f0.3 ... are names for
-        # it at a filling), and at no filling outside its range
+        assert sorted(models) == ["holstein-gc-v5", DEFAULT], path
+        assert aliases()["holstein"] == DEFAULT
+        for name in models:
+            meta = catalog.metadata(cat, name)
+            card = models[name].read()
+            assert isinstance(card, dict) and card["name"] == meta["model"] == name
+            assert (meta["model_kind"], meta["grand_canonical"]) == ("density", True)
+            assert meta["f"] == meta["f_range"] == card["filling_range"]
+            assert meta["T"] == meta["T_range"] == card["temperature_range"]
+            assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
+            assert catalog.path_of(cat, name) == \
+                (Path(catalog.__file__).resolve().parent / "ml" / "models" / f"{name}.json")
+        # they run at every filling the results were made at (holstein-f0.3 ... are names for
+        # the default at a filling), and at no filling outside their range
         for f in (0.3, 0.4, 0.5):
-            assert list(catalog.search(cat, kind="model", f=f, T=0.1)) == ["holstein-gc-v5"]
+            assert sorted(catalog.search(cat, kind="model", f=f, T=0.1)) == sorted(models)
         assert not catalog.search(cat, kind="model", f=0.6)
         assert not catalog.search(cat, kind="model", T=0.5)
         # the f-scan results were made with the earlier canonical model of each filling,
@@ -422,8 +429,9 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
             found = catalog.search(cat, model=f"holstein-f{f:g}")
             kinds = sorted(catalog.metadata(found, n)["kind"] for n in found)
             assert kinds.count("domain-size") >= 1 and "model" not in kinds, (f, kinds)
-        row = catalog.table(models, columns=("model_kind", "f", "T")).splitlines()[1].split()
-        assert row == ["holstein-gc-v5", "density", "0.25..0.55", "0.1..0.3"]
+        rows = catalog.table(models, columns=("model_kind", "f", "T")).splitlines()[1:]
+        assert sorted(r.split()[0] for r in rows) == sorted(models)
+        assert all(r.split()[1:] == ["density", "0.25..0.55", "0.1..0.3"] for r in rows)
 
 
 def test_grand_canonical_model_cards_cover_ranges(cat_path, tmp_path):
