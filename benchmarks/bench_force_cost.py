@@ -109,8 +109,8 @@ def main() -> None:
                "site_forces_per_s_warm": N / t_warm}
         rows.append(row)
         print(f"{name} ({precision}): layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
-              f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter} evaluations), "
-              f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter} "
+              f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter:.3g} evaluations), "
+              f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter:.3g} "
               f"evaluations), descriptor {1e3 * t_desc:.1f} ms", flush=True)
     out = {"benchmark": "ML force cost vs bare float32 paper-MLP forward", "L": args.L,
            "threads": args.threads, "f": args.f, "T": args.T, "rows": rows,
