@@ -433,8 +433,22 @@ def test_fine_tuning_starts_from_the_saved_weights(gcset, trained, tmp_path):
 def test_heldout_report_of_a_grand_canonical_model(gcset, trained):
     from cdwdata.ml import heldout
 
-    rep = heldout.evaluate(str(trained), gcset / "q.zarr", step_range=(10, 40))
-    for e in rep["by_f"].values():
+    rep = heldout.evaluate(str(trained), gcset / "q.zarr", step_range=(10, 40),
+                           keep_forces=True)
+    for key, e in rep["by_f"].items():
         assert 0 <= e["dn_dmu_negative_fraction"] <= 1
         assert e["rmse"] > 0 and e["worst_site"]["step"] in (10, 20, 30, 40)
+        F_ex, F_ml = rep["forces"][key]  # the forces behind the statistics (Fig. 2)
+        assert F_ex.shape == F_ml.shape == (e["n_frames"], L, L)
+        assert np.sqrt(np.mean((F_ml - F_ex) ** 2)) == pytest.approx(e["rmse"], rel=1e-12)
     assert np.isfinite(rep["frames"]["mu"].values).all()
+
+
+def test_validate_heldout_writes_the_report_and_the_fig2_plots(gcset, trained, tmp_path):
+    from cdwdata.cli import main
+
+    assert main(["validate", str(trained), "--heldout", str(gcset / "q.zarr"), "--steps", "10",
+                 "40", "--out", str(tmp_path)]) == 0
+    name = f"{trained.name}-heldout"
+    for suffix in (".json", "-parity.png", "-errors.png"):
+        assert (tmp_path / f"{name}{suffix}").stat().st_size > 0

@@ -100,7 +100,8 @@ def _run_heldout(args) -> int:
     for path in args.heldout:
         steps = args.steps or [100, 2000]
         rep = heldout.evaluate(args.model, path, step_range=tuple(steps), every=args.every,
-                               device=args.device, runs=args.runs, precision=args.precision)
+                               device=args.device, runs=args.runs, precision=args.precision,
+                               keep_forces=not args.no_plots)
         reports.append(rep)
         print(f"{rep['model']} on {path}, steps {steps[0]}..{steps[1]}:")
         print("| f | frames | force RMSE | RMSE 0.05<n<0.95 | share of such sites | MAE | "
@@ -118,9 +119,18 @@ def _run_heldout(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"report": "held-out ED-Langevin quenches", "model": reports[0]["model"],
            "created": now(), "stores": [
-               {k: v for k, v in r.items() if k != "frames"} for r in reports]}
+               {k: v for k, v in r.items() if k not in ("frames", "forces")} for r in reports]}
     atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
     print(f"wrote {out}")
+    if not args.no_plots:  # paper Fig. 2: parity plot and error histogram per filling
+        from cdwdata.ml.validate import _plots
+
+        entries = [(f"f = {key}" + (f" ({Path(r['store']).name})" if len(reports) > 1 else ""),
+                    F_ex, F_ml) for r in reports for key, (F_ex, F_ml) in r["forces"].items()]
+        stem = out.with_suffix("")
+        parity, hist = Path(f"{stem}-parity.png"), Path(f"{stem}-errors.png")
+        _plots(entries, parity, hist)
+        print(f"wrote {parity} and {hist}")
     return 0
 
 

@@ -45,7 +45,7 @@ def _monotonicity(ff, Q: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every: int = 1,
              device: Any = None, dtype: Any = None, fillings=None, runs=None,
-             precision: str | None = None) -> dict[str, Any]:
+             precision: str | None = None, keep_forces: bool = False) -> dict[str, Any]:
     """Errors of ``model`` on the frames of the ED trajectory store at ``path``.
 
     Parameters
@@ -62,6 +62,10 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
         Only these runs (default: every run, each up to its last written frame).
     precision : str, optional
         Hidden-layer precision of a grand-canonical model (``"float32"`` or ``"bf16"``).
+    keep_forces : bool
+        Also return ``forces``: per filling, the exact and the ML forces of every site of
+        every frame used, ``(F_exact, F_ml)`` (for the parity plot and error histogram,
+        paper Fig. 2).
 
     Returns
     -------
@@ -97,6 +101,7 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
     shape = (len(Ts), len(fs), len(runs), len(frames))
     rmse, mae, mu = (np.full(shape, np.nan) for _ in range(3))
     by_f: dict[str, Any] = {}
+    forces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     name = None
     for it, T in enumerate(Ts):
         for jf, f in enumerate(fs):
@@ -105,7 +110,7 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
                 continue
             ff = make(float(f), float(T))
             name = getattr(ff, "name", str(model))
-            d_all, frac_all, where, mono = [], [], [], []
+            d_all, frac_all, where, mono, fex_all = [], [], [], [], []
             for r in range(len(runs)):
                 if only_runs is not None and r not in only_runs:
                     continue
@@ -126,6 +131,8 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
                         ff.last_mu, "cpu") else ff.last_mu, float)
                     mono.append(_monotonicity(ff, Q, mu[it, jf, r, k]))
                 d_all.append(d)
+                if keep_forces:
+                    fex_all.append(F_ex)
                 frac_all.append((n_ex > FRACTIONAL[0]) & (n_ex < FRACTIONAL[1]))
                 where.append((r, steps[ok]))
             if not d_all:
@@ -145,7 +152,11 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
             e["n_frames"] = int(len(d))
             if mono:
                 e["dn_dmu_negative_fraction"] = float(np.mean(np.concatenate(mono)))
-            by_f[f"{f:g}" if len(Ts) == 1 else f"T{T:g}-f{f:g}"] = e
+            key = f"{f:g}" if len(Ts) == 1 else f"T{T:g}-f{f:g}"
+            by_f[key] = e
+            if keep_forces:
+                F_ex_all = np.concatenate(fex_all)
+                forces[key] = (F_ex_all, F_ex_all + d)
     frames_ds = xr.Dataset(
         {"rmse": ((schema.T, schema.F_FILL, schema.RUN, schema.STEP), rmse,
                   {"units": "t", "long_name": "force RMSE of the frame"}),
@@ -158,4 +169,5 @@ def evaluate(model: Any, path, step_range: tuple[int, int] = (100, 2000), every:
         attrs={"model": name or str(model), "store": str(path)})
     return {"model": name or str(model), "store": str(path), "step_range": [int(lo), int(hi)],
             "every": int(every), "runs": None if only_runs is None else sorted(only_runs),
-            "precision": precision or "float32", "by_f": by_f, "frames": frames_ds}
+            "precision": precision or "float32", "by_f": by_f, "frames": frames_ds,
+            **({"forces": forces} if keep_forces else {})}
