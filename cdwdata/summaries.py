@@ -169,26 +169,24 @@ def _collapse(Sq_mean, L_mean, window):
     return quality.drop_vars(schema.TIME, errors="ignore")
 
 
+def matching(values, wanted, what: str) -> list[int]:
+    """Indices in the coordinate ``values`` of each of the ``wanted`` values (np.isclose), in
+    the order asked; a value the store does not hold is an InputError."""
+    values = np.asarray(values)
+    out = []
+    for w in wanted:
+        hit = np.flatnonzero(np.isclose(values.astype(float), float(w)))
+        if not len(hit):
+            raise InputError(f"{what}={w} is not in the store (it holds {values.tolist()})")
+        out.append(int(hit[0]))
+    return out
+
+
 def select(ds, temperatures=None, fillings=None, runs=None):
     """The cells and runs of trajectory dataset ``ds`` to analyse (default: all of them)."""
-    picks = {}
-    for dim, want in ((schema.T, temperatures), (schema.F_FILL, fillings)):
-        if want is None:
-            continue
-        have = ds[dim].values
-        idx = []
-        for w in want:
-            hit = np.flatnonzero(np.isclose(have, float(w), atol=1e-9))
-            if not len(hit):
-                raise InputError(f"{dim} = {w:g} is not in the store ({', '.join(map(str, have))})")
-            idx.append(int(hit[0]))
-        picks[dim] = sorted(set(idx))
-    if runs is not None:
-        have = ds[schema.RUN].values.tolist()
-        missing = [r for r in runs if r not in have]
-        if missing:
-            raise InputError(f"runs {missing} are not in the store (it has {len(have)})")
-        picks[schema.RUN] = sorted({have.index(r) for r in runs})
+    picks = {dim: sorted(set(matching(ds[dim].values, want, dim)))
+             for dim, want in ((schema.T, temperatures), (schema.F_FILL, fillings),
+                               (schema.RUN, runs)) if want is not None}
     return ds.isel(picks) if picks else ds
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from cdwdata import schema
 from cdwdata.errors import InputError, StoreError
 from cdwdata.params import HolsteinParams
+from cdwdata.summaries import matching
 
 #: Error variables of the report: (name, units, long name).
 VARIABLES = {
@@ -55,15 +56,8 @@ def _model_name(attrs: dict, f: float) -> str:
 
 
 def _select(values: np.ndarray, wanted, what: str) -> list:
-    if wanted is None:
-        return list(values)
-    out = []
-    for w in wanted:
-        hit = [v for v in values if np.isclose(float(v), float(w))]
-        if not hit:
-            raise InputError(f"{what}={w} is not in the store (it holds {list(values)})")
-        out.append(hit[0])
-    return out
+    return list(values) if wanted is None else [values[i] for i in matching(values, wanted,
+                                                                          what)]
 
 
 def frame_steps(ds, steps: Sequence[int] | None = None, window: tuple[int, int] | None = None,
