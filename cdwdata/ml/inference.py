@@ -167,8 +167,7 @@ class DensityPlan:
                 self._chunk(rows[i:j], mu[b], z[i:j], dz[i:j])
             torch.sigmoid(z, out=z)
             out[b].index_copy_(0, idx, z)
-            dz.mul_(z).mul_(1.0 - z)  # dn/dmu = n (1 - n) dz/dmu
-            slope[b].index_copy_(0, idx, dz)
+            slope[b].index_copy_(0, idx, self._slope(z, dz, "dn_active"))
         self.evaluations += done / (B * S)
         return out.reshape(B, *self.lattice_shape), slope.reshape(B, *self.lattice_shape)
 
@@ -192,11 +191,14 @@ class DensityPlan:
         out = n.reshape(B, *self.lattice_shape)
         if dz is None:
             return out, None
-        dn = self._buf("dn", (B, S))
+        return out, self._slope(n, dz, "dn").reshape(B, *self.lattice_shape)
+
+    def _slope(self, n: torch.Tensor, dz: torch.Tensor, name: str) -> torch.Tensor:
+        """``dn/dmu = n (1 - n) dz/dmu`` into buffer ``name`` (n = sigmoid(z))."""
+        dn = self._buf(name, n.shape)
         torch.mul(n, n, out=dn)
-        torch.sub(n, dn, out=dn)  # n (1 - n)
-        dn.mul_(dz)
-        return out, dn.reshape(B, *self.lattice_shape)
+        torch.sub(n, dn, out=dn)
+        return dn.mul_(dz)
 
     def _silu(self, h: torch.Tensor, s: torch.Tensor, a: torch.Tensor,
               d: torch.Tensor | None) -> None:
