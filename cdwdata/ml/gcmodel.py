@@ -215,7 +215,9 @@ def solve_mu(count, target: torch.Tensor, mu0: torch.Tensor, slope,
         if x_prev is not None:
             denom = r - r_prev
             ok = (denom * (x - x_prev)) > 0  # a secant slope of the right sign
-            step = torch.where(ok, -r * (x - x_prev) / torch.where(ok, denom, 1.0), step)
+            # no usable secant (a flat count: mu inside a gap): double the last step
+            grow = torch.sign(-r) * torch.maximum(step.abs(), 2.0 * (x - x_prev).abs())
+            step = torch.where(ok, -r * (x - x_prev) / torch.where(ok, denom, 1.0), grow)
         free = x + step.clamp(-max_step, max_step)
         # bracketed: regula falsi, bisection if it fails to land strictly inside
         rf = lo - r_lo * (hi - lo) / (r_hi - r_lo)
