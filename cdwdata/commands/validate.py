@@ -123,13 +123,13 @@ def _run_heldout(args) -> int:
     atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode())
     print(f"wrote {out}")
     if not args.no_plots:  # paper Fig. 2: parity plot and error histogram per filling
-        from cdwdata.ml.validate import _plots
+        from cdwdata.ml.validate import force_plots
 
         entries = [(f"f = {key}" + (f" ({Path(r['store']).name})" if len(reports) > 1 else ""),
                     F_ex, F_ml) for r in reports for key, (F_ex, F_ml) in r["forces"].items()]
         stem = out.with_suffix("")
         parity, hist = Path(f"{stem}-parity.png"), Path(f"{stem}-errors.png")
-        _plots(entries, parity, hist)
+        force_plots(entries, parity, hist)
         print(f"wrote {parity} and {hist}")
     return 0
 

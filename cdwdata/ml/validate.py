@@ -110,8 +110,10 @@ def _by_store(F_ml: np.ndarray, td: TrainData, pos: np.ndarray) -> list[dict[str
     return out
 
 
-def _plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,
-           seed: int = 0) -> None:
+def force_plots(entries: list[tuple[str, np.ndarray, np.ndarray]], parity: Path, hist: Path,
+                seed: int = 0) -> None:
+    """Paper Fig. 2: ML vs exact forces (parity) and the error histogram, one panel per
+    ``(label, F_exact, F_ml)`` entry, written to ``parity`` and ``hist``."""
     from matplotlib.figure import Figure
 
     k = len(entries)
@@ -224,7 +226,7 @@ def validate(model: Any, data: Any, out_dir: str | os.PathLike | None = None,
     if plots:
         files["parity"] = str(out / f"{ff.name}-parity.png")
         files["error_hist"] = str(out / f"{ff.name}-error-hist.png")
-        _plots(entries, Path(files["parity"]), Path(files["error_hist"]))
+        force_plots(entries, Path(files["parity"]), Path(files["error_hist"]))
     report["files"] = files
     text = json.dumps(report, indent=2) + "\n"
     modelfile.atomic_write(Path(files["report"]), text.encode())
