@@ -431,6 +431,31 @@ def test_fine_tuning_starts_from_the_saved_weights(gcset, trained, tmp_path):
                       threads=1, progress=False, init=str(trained))
 
 
+def test_a_wider_network_starts_as_the_narrower_ones_function(gcset, trained, rng, tmp_path):
+    from cdwdata.ml import gctrain
+
+    small, _, _ = modelfile.load(trained)
+    torch.manual_seed(3)
+    wide = DensityModel(hidden=(40, 24))
+    wide.widen_from(small)
+    G = torch.as_tensor(rng.normal(0, 1, (2, 6, 6, descriptor.N_FEATURES)), dtype=torch.float32)
+    mu, T = torch.tensor([-0.3, 0.4]), torch.tensor([0.1, 0.25])
+    before = small.site_density(G, mu, T)
+    assert torch.allclose(wide.site_density(G, mu, T), before, atol=1e-6)
+    # the extra units are live: one gradient step moves the function
+    wide.logits(G, mu, T).sum().backward()
+    extra = wide.mlp[-1].weight.grad[0, 8:]
+    assert extra.abs().max() > 0
+    for hidden in [(8, 4), (16,), (16, 8, 4)]:  # narrower, or another depth: refused
+        with pytest.raises(ModelError, match="cannot embed"):
+            DensityModel(hidden=hidden).widen_from(small)
+    card = gctrain.train([gcset / "gc.zarr"], tmp_path / "w", hidden=(40, 24), epochs=1,
+                         batch_size=256, lr=1e-9, threads=1, progress=False, init=str(trained))
+    assert card["architecture"]["layers"] == [46, 40, 24, 1]
+    w, _, _ = modelfile.load(tmp_path / "w")
+    assert torch.allclose(w.site_density(G, mu, T), before, atol=1e-5)
+
+
 def test_heldout_report_of_a_grand_canonical_model(gcset, trained):
     from cdwdata.ml import heldout
 

@@ -32,7 +32,9 @@ def configure(p) -> None:
                         + ", ".join(f"{k} = {'x'.join(map(str, v))}"
                                     for k, v in _architectures().items()) + ")")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="density kind: start from this saved model's weights (fine-tuning)")
+                   help="density kind: start from this saved model (fine-tuning); a model of the "
+                        "same depth with narrower layers starts a wider network as the "
+                        "same function (net2net widening)")
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="density kind: (configuration, label, site) samples per epoch "
                         "(default: all of the training split)")

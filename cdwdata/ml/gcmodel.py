@@ -147,6 +147,18 @@ class DensityModel(nn.Module):
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()
                 if not k.startswith("descriptor.")}
 
+    def widen_from(self, smaller: DensityModel) -> None:
+        """Start as the function of ``smaller`` (same depth, no wider layers; see
+        :meth:`cdwdata.ml.model.MLP.embed`): its input statistics, and its weights in the
+        leading blocks of every layer."""
+        try:
+            self.mlp.embed(smaller.mlp)
+        except ValueError as e:
+            raise ModelError(str(e)) from None
+        if not torch.equal(self.coupling, smaller.coupling):
+            raise ModelError("cannot widen a model made for other (g, k, kappa)")
+        self.input_norm.load_state_dict(smaller.input_norm.state_dict())
+
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         expected = self.weights()
         missing = sorted(set(expected) - set(tensors))

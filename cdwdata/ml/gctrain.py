@@ -223,10 +223,12 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
 
     if init is not None:
         start, _, _ = modelfile.load(init)
-        if start.kind != model.kind or start.sizes != model.sizes:
-            raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
-                             f"{model.sizes}")
-        model.load_weights(start.weights())
+        if start.kind != model.kind:
+            raise ModelError(f"--init {init} is a {start.kind!r} model, not {model.kind!r}")
+        if start.sizes == model.sizes:
+            model.load_weights(start.weights())
+        else:  # a wider network of the same depth starts as the same function
+            model.widen_from(start)
     else:
         x0, _ = batch(tr, 200_000, gen)
         model.input_norm.set(x0.double().mean(0), x0.double().std(0))

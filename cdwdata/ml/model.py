@@ -81,6 +81,29 @@ class MLP(nn.Sequential):
         lin = [m for m in self if isinstance(m, nn.Linear)]
         return [lin[0].in_features] + [m.out_features for m in lin]
 
+    def embed(self, smaller: MLP) -> None:
+        """Make this network compute exactly what ``smaller`` computes (net2net widening).
+
+        ``smaller`` has the same depth, input and output and no wider hidden layers. Its
+        weights go into the leading blocks; the units this network has in addition keep their
+        random incoming weights, and their outgoing weights into the units of ``smaller`` (and
+        into the output) are zero, so the function is unchanged and training starts from it
+        with the extra capacity free to grow.
+        """
+        mine, theirs = self.sizes, smaller.sizes
+        if (len(mine) != len(theirs) or mine[0] != theirs[0] or mine[-1] != theirs[-1]
+                or any(a < b for a, b in zip(mine, theirs, strict=True))):
+            raise ValueError(f"cannot embed layers {theirs} in {mine}: same depth, input and "
+                             "output, and no wider hidden layer needed")
+        big = [m for m in self if isinstance(m, nn.Linear)]
+        small = [m for m in smaller if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for a, b in zip(big, small, strict=True):
+                o, i = b.weight.shape
+                a.weight[:o, i:] = 0.0
+                a.weight[:o, :i] = b.weight
+                a.bias[:o] = b.bias
+
 
 class Normalizer(nn.Module):
     """Affine map ``(x - mean) / std`` with ``mean`` and ``std`` stored as buffers.
