@@ -30,14 +30,39 @@ ENSEMBLES = ("T-scan", "f-scan")
 DROP_FROM_STRUCTURE_FACTOR = ("S",)
 
 
-def _copy_store(src: Path, dest: Path, drop: tuple[str, ...] = ()) -> None:
+def _copy_store(src: Path, dest: Path, drop: tuple[str, ...] = (),
+                description: str | None = None) -> None:
     from cdwdata import store
 
     ds = store.open_dataset(src)
     ds = ds.drop_vars([v for v in drop if v in ds.variables])
     if drop:
         ds.attrs["published_without"] = list(drop)
+    if description:
+        ds.attrs["description"] = description
     store.write_dataset(ds.load(), dest, overwrite=True)  # atomic, checksummed
+
+
+#: What the catalog says of each published summary store.
+KIND_WORDS = {"domain-size": "domain size L(t)", "growth-exponents": "growth exponents alpha",
+              "structure-factor": "structure factor S(q, t) and Porod slopes"}
+
+
+def publish_analysis(analysis_dir: Path, dest: Path, ensemble: str, label: str) -> list[Path]:
+    """Copy one ``cdw analyze`` output folder (e.g. of the finished cells of a paper-scale
+    run that is still going) to ``dest/ensemble``, every store described as ``label``."""
+    missing = [k for k in KIND_WORDS if not (analysis_dir / f"{k}.zarr").exists()]
+    if missing:
+        raise SystemExit(f"{analysis_dir} is not a cdw analyze output: missing "
+                         f"{', '.join(k + '.zarr' for k in missing)}")
+    out = dest / ensemble
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for kind, words in KIND_WORDS.items():
+        _copy_store(analysis_dir / f"{kind}.zarr", out / f"{kind}.zarr",
+                    DROP_FROM_STRUCTURE_FACTOR if kind == "structure-factor" else (),
+                    description=f"{label}: {words}")
+    return sorted(p for p in out.rglob("*") if p.is_file())
 
 
 def publish(run_dir: Path, dest: Path) -> list[Path]:
@@ -82,12 +107,24 @@ def rebuild_catalogs() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path, help="output folder of pipelines/reproduce.py")
+    p.add_argument("run_dir", type=Path, help="output folder of pipelines/reproduce.py (with "
+                   "--ensemble: one cdw analyze output folder)")
     p.add_argument("dest", type=Path, help="where to publish (e.g. cdwdata/results/NAME)")
+    p.add_argument("--ensemble", choices=ENSEMBLES, default=None,
+                   help="publish only this ensemble from a cdw analyze output folder (the "
+                        "finished cells of a run still going); needs --label")
+    p.add_argument("--label", default=None,
+                   help="with --ensemble: what the catalog says the results are (scale, cells, "
+                        "runs, model)")
     p.add_argument("--no-catalog", action="store_true",
                    help="do not rebuild the shipped catalogs")
     args = p.parse_args(argv)
-    files = publish(args.run_dir, args.dest)
+    if args.ensemble is not None:
+        if not args.label:
+            p.error("--ensemble needs --label")
+        files = publish_analysis(args.run_dir, args.dest, args.ensemble, args.label)
+    else:
+        files = publish(args.run_dir, args.dest)
     size = sum(f.stat().st_size for f in files)
     print(f"published {len(files)} files ({size / 1e6:.1f} MB) to {args.dest}")
     if not args.no_catalog:

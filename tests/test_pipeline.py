@@ -308,3 +308,22 @@ def test_until_stops_after_a_stage_and_a_rerun_continues(small_run, tmp_path):
     with pytest.raises(reproduce.PipelineError, match="not a stage"):
         reproduce.run_pipeline(reproduce.Context(preset=presets.SMALL, out=out,
                                                  log=lines.append, until="nope"))
+
+
+def test_publish_one_ensemble_of_a_run_still_going(small_run, tmp_path):
+    import publish
+
+    dest = tmp_path / "results" / "partial"
+    label = "test scale, T-scan cells so far"
+    files = publish.publish_analysis(small_run["out"] / "analysis" / "T-scan", dest, "T-scan",
+                                     label)
+    assert {p.parent.name for p in files if p.name == "zarr.json" and p.parent.suffix} \
+        == {"domain-size.zarr", "growth-exponents.zarr", "structure-factor.zarr"}
+    assert "S" not in store.open_dataset(dest / "T-scan" / "structure-factor.zarr")
+    cat = catalog.build([dest], tmp_path / "cat.yaml")
+    metas = [catalog.metadata(cat, e) for e in catalog.entries(cat)]
+    assert sorted(m["kind"] for m in metas) == ["domain-size", "growth-exponents",
+                                                "structure-factor"]
+    assert all(m["description"].startswith(label) for m in metas)
+    with pytest.raises(SystemExit, match="not a cdw analyze output"):
+        publish.publish_analysis(tmp_path, dest, "T-scan", label)
