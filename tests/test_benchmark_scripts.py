@@ -24,3 +24,21 @@ def test_gpu_check_smoke_runs_on_cpu_and_writes_its_report(tmp_path):
     assert len(rep["paper"]) == 2
     z = np.load(tmp_path / rep["paper"][0]["file"])
     assert z["L"].shape == (3, 2) and np.isfinite(z["L"]).all()
+
+
+def test_tiered_gate_of_one_network_with_itself_is_that_network(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tiered_gate
+
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    path = tmp_path / "ed.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=140,
+                            save_every=20, seed=3, forcefield="ed"), path, progress=False)
+    rows = tiered_gate.measure("holstein-gc-v9", "holstein-gc-v9", str(path), runs=(0,),
+                               every=20, fillings=(0.5,))
+    assert {r["band"] for r in rows} == {"early"}
+    for r in rows:
+        assert abs(r["rmse_tiered"] - r["rmse_large"]) < 1e-12 and r["rmse_large"] > 0
+    shares = [r["large_share"] for r in sorted(rows, key=lambda r: r["gate"])]
+    assert shares == sorted(shares, reverse=True)  # a lower gate sends more sites up
