@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,47 @@ def publish(run_dir: Path, dest: Path) -> list[Path]:
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
 
+def relabel(dest: Path, label: str) -> list[Path]:
+    """Describe every published summary store under ``dest`` as ``label`` (e.g. to mark
+    results as superseded); the data are untouched."""
+    from cdwdata import store
+
+    done = []
+    for kind, words in KIND_WORDS.items():
+        for path in sorted(dest.rglob(f"{kind}.zarr")):
+            store.update_attrs(path, {"description": f"{label}: {words}"})
+            done.append(path)
+    if not done:
+        raise SystemExit(f"{dest} holds no published summary store")
+    return done
+
+
+def draw_figures(analysis_dir: Path, traj: Path, dest: Path, ensemble: str,
+                 T: Sequence[float] | None = None, f: Sequence[float] | None = None
+                 ) -> list[Path]:
+    """Paper Figs. 4-8 of one ``cdw analyze`` output folder and its trajectory store (only
+    the cells ``T``, ``f`` given) into ``dest/figures``, named after the ensemble."""
+    from cdwdata import figures
+
+    out = dest / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    A = analysis_dir
+    T0 = T[0] if T else None
+    f0 = f[0] if f else None
+    tag = ensemble.lower()
+    return [
+        figures.fig4_snapshots(A / "order-parameter.zarr", out / f"fig4-phi-snapshots-{tag}.png",
+                               T=T0, f=f0),
+        figures.fig5_structure_factor(A / "structure-factor.zarr",
+                                      out / f"fig5-structure-factor-{tag}.png", T=T0, f=f0),
+        figures.fig6_collapse(A / "structure-factor.zarr", A / "domain-size.zarr",
+                              out / f"fig6-collapse-{tag}.png", temperatures=T, f=f0),
+        figures.fig7_growth([A / "domain-size.zarr"], [A / "growth-exponents.zarr"],
+                            out / f"fig7-growth-{tag}.png"),
+        figures.fig8_density(traj, out / f"fig8-density-{tag}.png", T=T0, fillings=f),
+    ]
+
+
 def rebuild_catalogs() -> None:
     """The shipped catalogs: shipped models plus everything under cdwdata/results."""
     from cdwdata import catalog
@@ -116,13 +158,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default=None,
                    help="with --ensemble: what the catalog says the results are (scale, cells, "
                         "runs, model)")
+    p.add_argument("--figures", type=Path, default=None, metavar="TRAJ",
+                   help="with --ensemble: also draw paper Figs. 4-8 of these cells, TRAJ the "
+                        "trajectory store (Fig. 8 reads its frames)")
+    p.add_argument("--T", type=float, nargs="+", default=None,
+                   help="with --figures: the temperatures to draw (default all)")
+    p.add_argument("--f", type=float, nargs="+", default=None,
+                   help="with --figures: the fillings to draw (default all)")
     p.add_argument("--no-catalog", action="store_true",
                    help="do not rebuild the shipped catalogs")
+    p.add_argument("--relabel", action="store_true",
+                   help="only set the description of the stores already published in DEST "
+                        "to --label (RUN_DIR is ignored)")
     args = p.parse_args(argv)
+    if args.relabel:
+        if not args.label:
+            p.error("--relabel needs --label")
+        stores = relabel(args.dest, args.label)
+        print(f"relabelled {len(stores)} stores in {args.dest}")
+        if not args.no_catalog:
+            rebuild_catalogs()
+        return 0
     if args.ensemble is not None:
         if not args.label:
             p.error("--ensemble needs --label")
         files = publish_analysis(args.run_dir, args.dest, args.ensemble, args.label)
+        if args.figures is not None:
+            files += draw_figures(args.run_dir, args.figures, args.dest, args.ensemble,
+                                  args.T, args.f)
     else:
         files = publish(args.run_dir, args.dest)
     size = sum(f.stat().st_size for f in files)

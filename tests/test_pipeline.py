@@ -327,3 +327,9 @@ def test_publish_one_ensemble_of_a_run_still_going(small_run, tmp_path):
     assert all(m["description"].startswith(label) for m in metas)
     with pytest.raises(SystemExit, match="not a cdw analyze output"):
         publish.publish_analysis(tmp_path, dest, "T-scan", label)
+    pngs = publish.draw_figures(small_run["out"] / "analysis" / "T-scan",
+                                small_run["out"] / "quench" / "T-scan.zarr", dest, "T-scan",
+                                T=[0.1], f=[0.5])
+    assert [p.name for p in pngs] == [f"fig{k}-t-scan.png" for k in (
+        "4-phi-snapshots", "5-structure-factor", "6-collapse", "7-growth", "8-density")]
+    assert all(p.stat().st_size > 0 for p in pngs)
