@@ -498,7 +498,7 @@ def model_metadata(card_path: str | os.PathLike) -> dict[str, Any]:
         "forcefield": name,
         "model_kind": model_kind,
         "architecture": model_kind,  # the same, under the name older catalogs used
-        "grand_canonical": bool(card.get("grand_canonical")) or model_kind == "density",
+        "grand_canonical": bool(card.get("grand_canonical")) or model_kind in ("density", "levels"),
     }
     if f_range:
         meta["f_range"] = f_range

@@ -1,7 +1,9 @@
 """``cdw train``: train an ML force field on an ED training set and write model + card.
 
 ``--kind density`` trains the grand-canonical model (local densities at a given mu and T, one
-model for every filling and temperature of its training range) on ``cdw gc-dataset`` stores.
+model for every filling and temperature of its training range) on ``cdw gc-dataset`` stores;
+``--kind levels`` the grand-canonical model of learned local levels (mu and T only in the
+Fermi functions, :mod:`cdwdata.ml.levels`) on the same stores.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ def configure(p) -> None:
     p.add_argument("--out", required=True,
                    help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
                         "name (written to the shipped-models folder cdwdata/ml/models)")
-    p.add_argument("--kind", choices=(*KINDS, "density"), default="force",
+    p.add_argument("--kind", choices=(*KINDS, "density", "levels"), default="force",
                    help="direct force model (paper, default), Behler-Parrinello energy model, "
-                        "or the grand-canonical density model (n_i at given mu and T; needs "
-                        "cdw gc-dataset stores)")
+                        "or a grand-canonical model (n_i at given mu and T; needs cdw "
+                        "gc-dataset stores): density (mu, T as inputs) or levels (learned "
+                        "local levels in a Fermi sum)")
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help="hidden layer widths (default: 512 256 64 16, the paper's, for "
                         "force/energy; 256 128 64 for density)")
@@ -35,6 +38,8 @@ def configure(p) -> None:
                    help="density kind: start from this saved model (fine-tuning); a model of the "
                         "same depth with narrower layers starts a wider network as the "
                         "same function (net2net widening)")
+    p.add_argument("--components", type=int, default=None,
+                   help="levels kind: levels per site (default 16)")
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="density kind: (configuration, label, site) samples per epoch "
                         "(default: all of the training split)")
@@ -75,7 +80,7 @@ def _architectures() -> dict:
 
 
 def run(args) -> int:
-    if args.kind == "density":
+    if args.kind in ("density", "levels"):
         return _run_density(args)
     if args.f is None:
         from cdwdata.errors import ParameterError
@@ -117,7 +122,8 @@ def _run_density(args) -> int:
                          val_fraction=args.val_fraction, threads=args.threads,
                          overwrite=args.overwrite, command=command_line(),
                          progress=not args.no_progress,
-                         samples_per_epoch=args.samples_per_epoch, init=args.init)
+                         samples_per_epoch=args.samples_per_epoch, init=args.init,
+                         kind=args.kind, components=args.components)
     v = card["metrics"]["validation"]
     t = card["training"]
     print(f"wrote {card['name']} ({card['weights_file']}): layers {card['architecture']['layers']}")

@@ -232,10 +232,12 @@ class GrandCanonicalForceField(MLForceField):
         """The inference plan (:class:`~cdwdata.ml.inference.DensityPlan`) of this model at
         this temperature, precision, dtype and device; made once, its buffers reused."""
         if self._plan is None:
-            from cdwdata.ml.inference import DensityPlan
+            if self.model.kind == "levels":
+                from cdwdata.ml.levels import LevelPlan as Plan
+            else:
+                from cdwdata.ml.inference import DensityPlan as Plan
 
-            self._plan = DensityPlan(self.model, self.T, self.precision, self.dtype,
-                                     self._device)
+            self._plan = Plan(self.model, self.T, self.precision, self.dtype, self._device)
         return self._plan
 
     def solve(self, Q: torch.Tensor, mu_hint=None):
@@ -264,8 +266,8 @@ class GrandCanonicalForceField(MLForceField):
         B = Qm.shape[0]
         with torch.no_grad():
             plan = self.plan()
+            evaluations = plan.evaluations  # a level plan evaluates its network in bind
             plan.bind(self.model.features(Qm, plan.feature_buffer(Qm.shape)))
-            evaluations = plan.evaluations
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
             done = None
             if mu_hint is not None:
@@ -394,6 +396,9 @@ ACTIVE_SLOPE = 1e-3
 #: response, see :meth:`GrandCanonicalForceField.solve`).
 BF16_RTOL = 2e-5
 
+#: Model kinds with a local density at a given (mu, T), solved for the filling.
+GC_KINDS = ("density", "levels")
+
 #: Shipped names that select a grand-canonical model (see :func:`_alias`).
 ALIASES_FILE = "aliases.json"
 
@@ -471,7 +476,7 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
     alias = _alias(str(name_or_path))
     path = alias[0] if alias is not None else resolve(name_or_path)
     model, card, card_hash = modelfile.load(path)
-    if card["kind"] == "density":
+    if card["kind"] in GC_KINDS:
         f_alias = alias[1] if alias is not None else None
         if f is not None and f_alias is not None and not math.isclose(
                 check_filling(f), f_alias, abs_tol=1e-9):
@@ -496,7 +501,7 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
                                                  abs_tol=1e-15))
             raise ModelError(f"model {ff.name!r} was trained for other parameters: asked for "
                              f"{diff}")
-    if f is not None and card["kind"] != "density":
+    if f is not None and card["kind"] not in GC_KINDS:
         f = check_filling(f)
         if not math.isclose(f, ff.f, rel_tol=0.0, abs_tol=1e-9):
             raise ModelError(f"model {ff.name!r} was trained for filling f={ff.f}, asked for "

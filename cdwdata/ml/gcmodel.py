@@ -160,22 +160,41 @@ class DensityModel(nn.Module):
         self.input_norm.load_state_dict(smaller.input_norm.state_dict())
 
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = self.weights()
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        if missing or extra:
-            raise ModelError(f"weights do not fit the architecture {self.sizes}: missing "
-                             f"{missing[:4]}, unexpected {extra[:4]}")
-        for k, v in expected.items():
-            if tuple(tensors[k].shape) != tuple(v.shape):
-                raise ModelError(f"weights do not fit the architecture {self.sizes}: {k} has "
-                                 f"shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
-        state = dict(self.state_dict())
-        state.update({k: tensors[k].to(v.dtype) for k, v in expected.items()})
-        self.load_state_dict(state)
-        if not torch.allclose(self.shift, shift_direction().to(self.shift.dtype)):
-            raise ModelError("the model's mu-shift vector differs from the installed "
-                             "descriptor's: it was made for another descriptor; retrain it")
+        check_weights(self, tensors)
+
+    # --- training -------------------------------------------------------------------------
+    def log_occupation(self, G: torch.Tensor, mu, T) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log n, log(1 - n))`` at ``mu``, ``T`` (see :meth:`logits`), for the loss."""
+        z = self.logits(G, mu, T)
+        return nn.functional.logsigmoid(z), nn.functional.logsigmoid(-z)
+
+    def fit_normalization(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> None:
+        """Input statistics from sample rows ``G (N, F)`` at their ``mu``, ``T`` (N,)."""
+        a = self.shift.to(G.dtype)
+        x = torch.cat([G + (mu / float(self.coupling[0])).unsqueeze(-1) * a, T.unsqueeze(-1)],
+                      dim=-1).double()
+        self.input_norm.set(x.mean(0), x.std(0))
+
+
+def check_weights(model, tensors: dict[str, torch.Tensor]) -> None:
+    """Load ``tensors`` into a grand-canonical ``model`` after checking names and shapes, and
+    that its mu-shift vector is the installed descriptor's."""
+    expected = model.weights()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ModelError(f"weights do not fit the architecture {model.sizes}: missing "
+                         f"{missing[:4]}, unexpected {extra[:4]}")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise ModelError(f"weights do not fit the architecture {model.sizes}: {k} has "
+                             f"shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}")
+    state = dict(model.state_dict())
+    state.update({k: tensors[k].to(v.dtype) for k, v in expected.items()})
+    model.load_state_dict(state)
+    if not torch.allclose(model.shift, shift_direction().to(model.shift.dtype)):
+        raise ModelError("the model's mu-shift vector differs from the installed "
+                         "descriptor's: it was made for another descriptor; retrain it")
 
 
 def solve_mu(count, target: torch.Tensor, mu0: torch.Tensor, slope,

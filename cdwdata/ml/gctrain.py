@@ -36,6 +36,9 @@ from cdwdata.params import HolsteinParams
 #: gradient in the logit is ``n - n_exact`` for every site, where the squared error's is
 #: damped by ``n (1 - n)`` and stalls on nearly full or empty sites.
 LOSSES = ("bce", "mse", "huber")
+#: The grand-canonical model kinds: ``density`` (mu and T as network inputs, sigmoid output)
+#: and ``levels`` (learned local levels, mu and T only in the Fermi functions).
+GC_KINDS = ("density", "levels")
 #: Consecutive frames held out together when a quench origin has too few runs to split.
 FRAME_BLOCK = 5
 #: Densities strictly inside this interval count as fractional for importance sampling.
@@ -141,20 +144,16 @@ def _features(model: DensityModel, Q: np.ndarray, chunk: int = 32) -> torch.Tens
                           for i in range(0, len(Q), chunk)])
 
 
-def _inputs(model: DensityModel, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor,
-            g: float) -> torch.Tensor:
-    """Raw network inputs ``[G + (mu/g) a, T]`` for matching rows of G, mu, T."""
-    a = model.shift.to(G.dtype)
-    return torch.cat([G + (mu / g).unsqueeze(-1) * a, T.unsqueeze(-1)], dim=-1)
-
-
 def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 4096,
           lr: float = 2e-3, loss: str = "bce", huber_delta: float = 0.02, seed: int = 0,
           val_fraction: float = 0.1, threads: int | None = None, overwrite: bool = False,
           name: str | None = None, command: str | None = None, progress: bool = True,
           samples_per_epoch: int | None = None, boost: bool = True,
-          init: str | None = None) -> dict[str, Any]:
-    """Train a :class:`DensityModel`; write ``out`` (.safetensors + .json); return the card.
+          init: str | None = None, kind: str = "density",
+          components: int | None = None) -> dict[str, Any]:
+    """Train a :class:`DensityModel` (``kind="density"``) or a
+    :class:`~cdwdata.ml.levels.LevelModel` (``kind="levels"``, ``components`` levels per site);
+    write ``out`` (.safetensors + .json); return the card.
 
     ``samples_per_epoch`` (default: every (configuration, label, site) of the training split
     once) caps the minibatch samples per epoch. ``boost`` draws half of every batch from the
@@ -162,22 +161,35 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
     """
     if loss not in LOSSES:
         raise ParameterError(f"loss={loss!r}: use one of {LOSSES}")
+    if kind not in GC_KINDS:
+        raise ParameterError(f"kind={kind!r}: use one of {GC_KINDS}")
     out_stem = output_path(out)
     if not overwrite and modelfile.exists(out_stem):
         raise ModelError(f"{out_stem} already exists: choose another --out or overwrite it")
     with torch_threads(threads):
         return _train(data_paths, out_stem, hidden, int(epochs), int(batch_size), float(lr),
                       loss, float(huber_delta), int(seed), float(val_fraction), overwrite,
-                      name or out_stem.name, command, progress, samples_per_epoch, boost, init)
+                      name or out_stem.name, command, progress, samples_per_epoch, boost, init,
+                      kind, components)
+
+
+def make_model(kind: str, hidden, params, components: int | None = None):
+    """A fresh grand-canonical model of ``kind`` (see :data:`GC_KINDS`)."""
+    if kind == "levels":
+        from cdwdata.ml.levels import COMPONENTS, LevelModel
+
+        return LevelModel(hidden=hidden, components=components or COMPONENTS, params=params)
+    return DensityModel(hidden=hidden, params=params)
 
 
 def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_delta, seed,
-           val_fraction, overwrite, name, command, progress, samples_per_epoch, boost, init):
+           val_fraction, overwrite, name, command, progress, samples_per_epoch, boost, init,
+           kind, components):
     t0 = time.perf_counter()
     data = load(data_paths)
     sp = split(data, seed, val_fraction)
     torch.manual_seed(seed)
-    model = DensityModel(hidden=hidden, params=data.params)
+    model = make_model(kind, hidden, data.params, components)
     g = float(data.params.g)
     G = _features(model, data.Q)  # (S, L, L, F)
     S, L, _, F = G.shape
@@ -194,7 +206,7 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         s = idx_s[torch.randint(len(idx_s), (n_rows,), generator=generator)]
         k = torch.randint(K, (n_rows,), generator=generator)
         i = torch.randint(L * L, (n_rows,), generator=generator)
-        return _inputs(model, G[s, i], MU[s, k], TE[s, k], g), Y[s, k, i]
+        return (G[s, i], MU[s, k], TE[s, k]), Y[s, k, i]
 
     # Importance sampling: half of every batch comes from the (configuration, label, site)
     # triples with a fractional density, where all the difficulty is; the loss weights
@@ -214,8 +226,9 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         x1, y1 = batch(idx_s, n_rows - h, generator)
         pick = pool[torch.randint(len(pool), (h,), generator=generator)]
         s, k, i = pick[:, 0], pick[:, 1], pick[:, 2]
-        x2 = _inputs(model, G[s, i], MU[s, k], TE[s, k], g)
-        x, y = torch.cat([x1, x2]), torch.cat([y1, Y[s, k, i]])
+        x2 = (G[s, i], MU[s, k], TE[s, k])
+        x = tuple(torch.cat([a, b]) for a, b in zip(x1, x2, strict=True))
+        y = torch.cat([y1, Y[s, k, i]])
         # mixture probability of each row relative to uniform sampling
         is_frac = (y > FRACTIONAL_SAMPLING[0]) & (y < FRACTIONAL_SAMPLING[1])
         ratio = torch.where(is_frac, 0.5 + 0.5 / p_frac, torch.full_like(y, 0.5))
@@ -227,11 +240,14 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             raise ModelError(f"--init {init} is a {start.kind!r} model, not {model.kind!r}")
         if start.sizes == model.sizes:
             model.load_weights(start.weights())
-        else:  # a wider network of the same depth starts as the same function
+        elif kind == "density":  # a wider network of the same depth starts as the same function
             model.widen_from(start)
+        else:
+            raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
+                             f"{model.sizes}")
     else:
         x0, _ = batch(tr, 200_000, gen)
-        model.input_norm.set(x0.double().mean(0), x0.double().std(0))
+        model.fit_normalization(*x0)
         del x0
     # fixed validation sample: every label of every validation configuration, all sites
     with torch.no_grad():
@@ -245,13 +261,15 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
                                                 pct_start=0.05, anneal_strategy="cos",
                                                 final_div_factor=1e3)
 
-    def loss_fn(pred, y, w):
+    def loss_fn(x, y, w):
+        lp, lm = model.log_occupation(*x)
         if loss == "bce":
-            per = torch.nn.functional.binary_cross_entropy_with_logits(pred, y, reduction="none")
+            per = -(y * lp + (1.0 - y) * lm)
         elif loss == "huber":
-            per = torch.nn.functional.huber_loss(pred, y, delta=huber_delta, reduction="none")
+            per = torch.nn.functional.huber_loss(lp.exp(), y, delta=huber_delta,
+                                                 reduction="none")
         else:
-            per = (pred - y) ** 2
+            per = (lp.exp() - y) ** 2
         return per.mean() if w is None else (per * w).mean()
 
     def validate() -> dict[str, float]:
@@ -261,9 +279,8 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         with torch.no_grad():
             for j in range(0, len(sv), 64):
                 s, k = sv[j:j + 64], kv[j:j + 64]
-                x = _inputs(model, G[s], MU[s, k][:, None].expand(-1, L * L),
-                            TE[s, k][:, None].expand(-1, L * L), g)
-                d = (model.site_density_from_inputs(x) - Y[s, k]).double() * g
+                lp, _ = model.log_occupation(G[s], MU[s, k], TE[s, k])
+                d = (lp.exp() - Y[s, k]).double() * g
                 sq += float((d * d).sum())
                 ab += float(d.abs().sum())
                 frac = (Y[s, k] > 0.05) & (Y[s, k] < 0.95)
@@ -287,8 +304,7 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         total = 0.0
         for _ in range(steps):
             x, y, w = mixed_batch(tr, batch_size, gen)
-            pred = model.logits_from_inputs(x)
-            lo = loss_fn(pred if loss == "bce" else torch.sigmoid(pred), y, w)
+            lo = loss_fn(x, y, w)
             opt.zero_grad(set_to_none=True)
             lo.backward()
             opt.step()
@@ -328,9 +344,13 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             "wall_seconds": time.perf_counter() - t0, "command": command,
         },
         "metrics": {"validation": history[best_epoch], "history": history},
-        "inference": {"precisions": list(PRECISIONS), "default_precision": "float32",
-                      "note": "bf16 = hidden-to-hidden GEMMs in bfloat16; the first layer "
-                              "(carries mu) and the output stay float32"},
+        "inference": ({"precisions": list(PRECISIONS), "default_precision": "float32",
+                       "note": "bf16 = hidden-to-hidden GEMMs in bfloat16; the first layer "
+                               "(carries mu) and the output stay float32"}
+                      if kind == "density" else
+                      {"precisions": ["float32"], "default_precision": "float32",
+                       "note": "one network evaluation per configuration; the mu solve is "
+                               "a Fermi sum over the stored levels"}),
         "cdwdata_version": __version__, "created": modelfile.now(),
     }
     return modelfile.save(model, out_stem, card, overwrite=overwrite)

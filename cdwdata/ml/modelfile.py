@@ -217,7 +217,7 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
     from cdwdata.ml.model import ForceModel
 
     card, card_hash = read_card(path)
-    if card["kind"] == "density":
+    if card["kind"] in ("density", "levels"):
         return _load_density(path, card, card_hash, verify_hash)
     tensors = read_weights(path, card["weights_sha256"] if verify_hash else None)
     arch = card["architecture"]
@@ -293,16 +293,28 @@ def _load_density(path, card: dict[str, Any], card_hash: str, verify_hash: bool)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"model card {paths(path)[1]} is not a complete grand-canonical "
                          f"card (missing {err})") from None
-    if n_features != descriptor.N_FEATURES or layers[0] != n_features + 1 or layers[-1] != 1:
+    levels = card["kind"] == "levels"
+    try:
+        K = int(arch["components"]) if levels else 0
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"model card {paths(path)[1]}: a level model names its "
+                         "components") from None
+    first, last = (n_features, 2 * K) if levels else (n_features + 1, 1)
+    if n_features != descriptor.N_FEATURES or layers[0] != first or layers[-1] != last:
         raise ModelError(f"model {card['name']!r} has layers {layers} for {n_features} "
                          f"features; the installed descriptor gives {descriptor.N_FEATURES} "
-                         "(+1 input for T): retrain it")
+                         f"(a {card['kind']} model takes {first} inputs): retrain it")
     if arch.get("activation") != ACTIVATION:
         raise ModelError(f"model {card['name']!r} uses activation {arch.get('activation')!r}, "
                          f"density models use {ACTIVATION!r}")
     params = HolsteinParams.from_dict(card["params"])
     with torch.random.fork_rng(devices=[]):
-        model = DensityModel(hidden=layers[1:-1], params=params)
+        if levels:
+            from cdwdata.ml.levels import LevelModel
+
+            model = LevelModel(hidden=layers[1:-1], components=K, params=params)
+        else:
+            model = DensityModel(hidden=layers[1:-1], params=params)
     model.load_weights(tensors)
     want = torch.tensor([params.g, params.k, params.kappa], dtype=model.coupling.dtype)
     if not torch.allclose(model.coupling, want):

@@ -1,0 +1,220 @@
+"""Grand-canonical density from learned local levels: n_i(mu, T) as a Fermi sum.
+
+The exact density at a fixed chemical potential is a Fermi-function average of the local
+density of states, ``n_i = sum_m |psi_m(i)|^2 f((eps_m - mu) / T)``, and the local density of
+states depends on the configuration alone (neither on mu nor on T). :class:`LevelModel`
+learns it as ``K`` weighted levels per site,
+
+    n_i(mu, T) = sum_k w_k(i) sigma((mu - e_k(i)) / T),   w_k >= 0,  sum_k w_k = 1,
+    e_k(i) = -g Q_i + D_k(i),
+
+with ``(w, D)`` the output of one MLP of the D4-invariant descriptor of the neighbourhood made
+blind to a uniform shift of Q (``G - Q_i a``, :func:`cdwdata.ml.gcmodel.shift_direction`).
+Consequences, exact by construction:
+
+* only ``H - mu`` matters: ``n(Q + c; mu) = n(Q; mu + g c)``;
+* ``dn_i/dmu = sum_k w_k s_k (1 - s_k) / T >= 0`` at every site, so the filling equation
+  has exactly one root;
+* mu and T enter only through the Fermi functions: one network evaluation per configuration
+  serves every mu of the filling solve, and the temperature dependence has the exact form;
+* ``0 <= n_i <= 1``, ``n -> 1`` as ``mu -> inf`` and ``0`` as ``mu -> -inf``.
+
+The sharp part of the physics (a level crossing mu within ~T) sits in the sigmoid with the
+true T, so the network only has to place smooth level energies; at equal training it fits
+early-quench densities much better than a network that sees mu and T as inputs
+(``benchmarks/README.md``, "levels").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cdwdata.errors import ModelError
+from cdwdata.ml.gcmodel import ACTIVATION, HIDDEN, check_weights, shift_direction
+from cdwdata.ml.model import MLP, Normalizer
+
+KIND = "levels"
+#: Default number of levels per site.
+COMPONENTS = 16
+
+
+class LevelModel(nn.Module):
+    """Descriptor -> MLP -> ``K`` (weight, level) pairs per site -> Fermi sum.
+
+    Parameters
+    ----------
+    hidden : sequence of int
+        Hidden widths (SiLU); input ``n_features``, output ``2 K``.
+    components : int
+        Levels per site ``K``.
+    params : HolsteinParams, optional
+        ``g`` places the bare level ``-g Q_i``; ``g``, ``k``, ``kappa`` are kept as buffers
+        and checked against the card on loading.
+    """
+
+    kind = KIND
+    target = "electronic"
+
+    def __init__(self, hidden: Sequence[int] = HIDDEN, components: int = COMPONENTS,
+                 params=None) -> None:
+        super().__init__()
+        from cdwdata import descriptor
+        from cdwdata.params import HolsteinParams
+
+        p = params or HolsteinParams()
+        if p.g == 0:
+            raise ModelError("a level model needs g != 0 (the bare level is -g Q_i)")
+        if int(components) < 1:
+            raise ModelError(f"components={components} must be >= 1")
+        self.components = int(components)
+        self.n_features = int(descriptor.N_FEATURES)
+        self.r_cut = float(descriptor.R_CUT)
+        self.descriptor = descriptor.Descriptor()
+        self.activation = ACTIVATION
+        self.input_norm = Normalizer(self.n_features)
+        self.mlp = MLP([self.n_features, *(int(h) for h in hidden), 2 * self.components],
+                       ACTIVATION)
+        with torch.no_grad():  # levels start spread over the band, small and smooth offsets
+            last = self.mlp[-1]
+            last.weight[self.components:] *= 0.1
+            last.bias[self.components:] = torch.linspace(-3.0, 3.0, self.components)
+        self.register_buffer("coupling", torch.tensor([p.g, p.k, p.kappa], dtype=torch.float64))
+        self.register_buffer("shift", shift_direction())
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.mlp.sizes
+
+    def architecture(self) -> dict:
+        return {"kind": self.kind, "layers": self.sizes, "activation": self.activation,
+                "target": self.target, "descriptor": "cdwdata.descriptor.Descriptor",
+                "n_features": self.n_features, "r_cut": self.r_cut,
+                "components": self.components,
+                "inputs": "descriptor(Q) - Q_i a (blind to a uniform shift)",
+                "output": "n_i = sum_k w_k sigmoid((mu + g Q_i - D_k) / T)"}
+
+    # --- pieces ---------------------------------------------------------------------------
+    def features(self, Q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Descriptor of ``Q`` (..., L, L, n_features)."""
+        return self.descriptor(Q, out)
+
+    def shift_free(self, G: torch.Tensor) -> torch.Tensor:
+        """``G - Q_i a``: the features with the uniform part of Q removed (feature 0 is Q_i)."""
+        return G - G[..., :1] * self.shift.to(G.dtype)
+
+    def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log w, e)``, both ``(..., K)``: log weights (log-softmax) and level energies."""
+        h = self.mlp(self.input_norm(self.shift_free(G)))
+        K = self.components
+        g = self.coupling[0].to(G.dtype)
+        return torch.log_softmax(h[..., :K], dim=-1), h[..., K:] - g * G[..., :1]
+
+    def log_occupation(self, G: torch.Tensor, mu, T) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log n, log(1 - n))`` at ``mu``, ``T`` (broadcast against ``G.shape[:-1]``),
+        computed stably (the training loss uses them)."""
+        logw, e = self.levels(G)
+        z = (_expand(mu, G) - e) / _expand(T, G)
+        lp = torch.logsumexp(logw + nn.functional.logsigmoid(z), dim=-1)
+        lm = torch.logsumexp(logw + nn.functional.logsigmoid(-z), dim=-1)
+        return lp, lm
+
+    def site_density(self, G: torch.Tensor, mu, T) -> torch.Tensor:
+        """``n_i`` for features ``G`` at ``mu``, ``T`` (one per batch entry, or broadcastable
+        to ``G.shape[:-1]``)."""
+        logw, e = self.levels(G)
+        return fermi_sum(logw.exp(), e, _expand(mu, G), _expand(T, G))[0]
+
+    def density_at(self, Q: torch.Tensor, mu, T) -> torch.Tensor:
+        """``n_i(Q; mu, T)``, ``(..., L, L)``."""
+        return self.site_density(self.features(Q), mu, T)
+
+    # --- weights ---------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()
+                if not k.startswith("descriptor.")}
+
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        check_weights(self, tensors)
+
+    def fit_normalization(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> None:
+        """Input statistics from sample rows ``G (N, F)`` (mu and T are not inputs)."""
+        x = self.shift_free(G).double()
+        self.input_norm.set(x.mean(0), x.std(0))
+
+
+def _expand(x, G: torch.Tensor) -> torch.Tensor:
+    """A scalar, per-configuration ``(B,)`` or per-site value as ``(..., 1)`` against the
+    site shape ``G.shape[:-1]``."""
+    x = torch.as_tensor(x, dtype=G.dtype, device=G.device)
+    sites = G.ndim - 1
+    x = x.reshape(*x.shape, *([1] * (sites - x.ndim)))
+    return x.unsqueeze(-1)
+
+
+def fermi_sum(w: torch.Tensor, e: torch.Tensor, mu: torch.Tensor, T: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, dn/dmu)`` of levels ``e`` with weights ``w`` (..., K) at ``mu``, ``T``
+    (broadcastable, trailing axis 1)."""
+    s = torch.sigmoid((mu - e) / T)
+    n = (w * s).sum(-1).clamp_(0.0, 1.0)  # sum w = 1 up to rounding
+    dn = (w * s * (1.0 - s)).sum(-1) / T.squeeze(-1)
+    return n, dn
+
+
+class LevelPlan:
+    """The filling solve's view of a :class:`LevelModel` (same interface as
+    :class:`cdwdata.ml.inference.DensityPlan`): :meth:`bind` evaluates the network once per
+    configuration; every later density at any mu is a Fermi sum over the stored levels.
+
+    ``evaluations`` counts network evaluations (whole lattices); the Fermi sums of the solve
+    are not network evaluations.
+    """
+
+    def __init__(self, model: LevelModel, T: float, precision: str = "float32",
+                 dtype: torch.dtype = torch.float32, device="cpu"):
+        if precision != "float32":
+            raise ModelError(f"precision={precision!r}: level models run in float32 only "
+                             "(a bf16 level energy would be off by ~T)")
+        self.model = model
+        self.T = float(T)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.evaluations = 0.0
+        self.w: torch.Tensor | None = None
+        self.e: torch.Tensor | None = None
+        self._G: torch.Tensor | None = None
+
+    def feature_buffer(self, shape) -> torch.Tensor:
+        want = (*shape, self.model.n_features)
+        if self._G is None or tuple(self._G.shape) != want or self._G.dtype != self.dtype:
+            self._G = torch.empty(want, dtype=self.dtype, device=self.device)
+        return self._G
+
+    def bind(self, G: torch.Tensor) -> LevelPlan:
+        self.lattice_shape = tuple(G.shape[1:-1])
+        logw, e = self.model.levels(G)
+        self.w, self.e = logw.exp_(), e
+        self.evaluations += 1
+        return self
+
+    def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.w is None:
+            raise ModelError("LevelPlan.bind(G) must come first")
+        mu = torch.as_tensor(mu, dtype=self.dtype, device=self.device)
+        mu = mu.reshape(-1, *([1] * (len(self.lattice_shape) + 1)))
+        T = torch.tensor(self.T, dtype=self.dtype, device=self.device).reshape(1)
+        return fermi_sum(self.w, self.e, mu, T)
+
+    def density(self, mu: torch.Tensor) -> torch.Tensor:
+        return self._at(mu)[0]
+
+    def density_and_slope(self, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._at(mu)
+
+    def density_near(self, mu, mu0, n0, dn0, active) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact at every site (a Fermi sum costs little): ``mu0``, ``n0``, ``dn0`` and
+        ``active`` are not needed."""
+        return self._at(mu)

@@ -1,0 +1,130 @@
+"""The level model (cdwdata.ml.levels): n_i(mu, T) = sum_k w_k sigma((mu - e_k) / T).
+
+Exact by construction and tested here: only H - mu matters, dn/dmu >= 0, bounds and limits,
+D4 invariance, the solve's plan equals the model (slope included); then training, loading,
+the filling solve in Langevin steps and an ML quench through the normal path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdwdata import HolsteinParams, Lattice, ModelError, store
+from cdwdata.ml import modelfile
+from cdwdata.ml.forcefield import load_model
+from cdwdata.ml.levels import LevelModel, LevelPlan
+
+L = 8
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _model(seed: int = 0, K: int = 4) -> LevelModel:
+    torch.manual_seed(seed)
+    m = LevelModel(hidden=(16, 8), components=K).double()
+    with torch.no_grad():  # a non-trivial map: random, not the small-offset start
+        for p in m.mlp.parameters():
+            p.normal_(0.0, 0.5)
+    return m.eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), c=st.floats(-2.0, 2.0), mu=st.floats(-6.0, 6.0),
+       T=st.floats(0.05, 0.5))
+def test_only_h_minus_mu_matters_and_density_rises_with_mu(seed, c, mu, T):
+    m = _model(seed % 7)
+    Q = torch.as_tensor(np.random.default_rng(seed).normal(0, 2, (2, L, L)))
+    g = HolsteinParams().g
+    with torch.no_grad():
+        n = m.density_at(Q + c, mu, T)
+        np.testing.assert_allclose(n, m.density_at(Q, mu + g * c, T), atol=1e-10)
+        up = m.density_at(Q + c, mu + 0.05, T)
+    assert float((up - n).min()) >= -1e-12 and 0 <= float(n.min()) <= float(n.max()) <= 1
+
+
+def test_limits_d4_invariance_and_the_plan(rng):
+    m = _model(3)
+    Q = torch.as_tensor(rng.normal(0, 1.5, (L, L)))
+    with torch.no_grad():
+        assert float(m.density_at(Q, 1e4, 0.1).min()) > 1 - 1e-9
+        assert float(m.density_at(Q, -1e4, 0.1).max()) < 1e-9
+        n = m.density_at(Q, 0.2, 0.1).numpy()
+        lat = Lattice(L)
+        for op in range(8):
+            Qr = torch.as_tensor(lat.apply_d4(Q.numpy(), op))
+            np.testing.assert_allclose(m.density_at(Qr, 0.2, 0.1).numpy(), lat.apply_d4(n, op),
+                                       atol=1e-12)
+        plan = LevelPlan(m, 0.1, dtype=torch.float64).bind(m.features(Q[None]))
+        mu = torch.tensor([0.2], dtype=torch.float64)
+        a, da = plan.density_and_slope(mu)
+        np.testing.assert_allclose(a[0].numpy(), n, atol=1e-12)
+        h = 1e-5
+        fd = (plan.density(mu + h) - plan.density(mu - h)) / (2 * h)
+        np.testing.assert_allclose(da.numpy(), fd.numpy(), atol=1e-6)
+        assert plan.evaluations == 1  # Fermi sums are not network evaluations
+    with pytest.raises(ModelError, match="float32 only"):
+        LevelPlan(m, 0.1, precision="bf16")
+
+
+@pytest.fixture(scope="module")
+def level_model(tmp_path_factory):
+    from cdwdata.gcdata import GCSetConfig, generate
+    from cdwdata.ml import gctrain
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    tmp = tmp_path_factory.mktemp("levels")
+    run_quench(QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.5, 0.3), runs=2, steps=30,
+                            save_every=10, seed=5, forcefield="ed"), tmp / "q.zarr",
+               progress=False)
+    generate(tmp / "gc.zarr", GCSetConfig(L=L, n_random=4, frames=(str(tmp / "q.zarr"),),
+                                          n_labels=4, seed=2), n_workers=1, progress=False)
+    card = gctrain.train([tmp / "gc.zarr"], tmp / "lv", hidden=(16, 8), epochs=6,
+                         batch_size=256, threads=1, progress=False, kind="levels",
+                         components=4)
+    return tmp / "lv", card
+
+
+def test_a_trained_level_model_loads_with_its_card(level_model, rng):
+    path, card = level_model
+    assert card["kind"] == "levels" and card["architecture"]["layers"] == [45, 16, 8, 8]
+    assert card["architecture"]["components"] == 4
+    assert card["inference"]["precisions"] == ["float32"]
+    hist = [h["force_rmse"] for h in card["metrics"]["history"]]
+    assert min(hist[1:]) < hist[0]  # it learns
+    model, _, _ = modelfile.load(path)
+    assert isinstance(model, LevelModel)
+    ff = load_model(path, f=0.4, T=0.1)
+    n = ff.density(rng.normal(0, 1, (L, L)))
+    assert abs(n.mean() - 0.4) < 1e-6
+
+
+def test_level_model_conserves_electrons_in_every_langevin_step(level_model):
+    from cdwdata import dynamics
+
+    params = HolsteinParams()
+    ff = load_model(level_model[0], f=0.3, T=0.1)
+    keys = [11, 12]
+    Q, v = dynamics.hot_start(keys, L, params, dtype=torch.float32, T_init=0.3)
+    state = dynamics.init_state(ff, Q, v, keys)
+    N = 0.3 * L * L
+    for _ in range(15):
+        state = dynamics.step(state, ff, 0.1, params)
+        total = state.n.double().sum((-2, -1))
+        assert float((total - N).abs().max()) <= 1e-6 * N
+        assert ff.last_iterations == 1  # one network evaluation per step, warm or not
+
+
+def test_ml_quench_with_a_level_model(level_model, tmp_path):
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    config = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.4,), runs=1, steps=20,
+                          save_every=10, seed=3, forcefield=str(level_model[0]),
+                          hot_start_T=0.3, frame_vars=("Q", "n"), compute_dtype="float32")
+    run_quench(config, tmp_path / "q.zarr", progress=False)
+    ds = store.open_dataset(tmp_path / "q.zarr")
+    assert np.isfinite(ds.mu.values).all()
+    total = ds.n.values.astype(float).sum((-2, -1))
+    assert np.abs(total - 0.4 * L * L).max() <= 1e-6 * 0.4 * L * L
