@@ -78,6 +78,7 @@ def main() -> None:
     if not args.cost_only and not args.heldout:
         ap.error("--heldout STORE is needed unless --cost-only")
     torch.set_num_threads(args.threads)
+    from cdwdata.errors import ModelError
     from cdwdata.ml import load_model
     from cdwdata.ml.heldout import evaluate
     from cdwdata.ml.model import HIDDEN, MLP
@@ -86,7 +87,12 @@ def main() -> None:
     rows = []
     for model in args.models:
         for precision in args.precision:
-            ff = load_model(model, f=0.5, T=0.1, precision=precision)
+            try:
+                ff = load_model(model, f=0.5, T=0.1, precision=precision)
+                ff.plan()
+            except ModelError as err:  # e.g. a level model offers float32 only
+                print(f"{model} {precision}: skipped ({err})", flush=True)
+                continue
             row = {"model": model, "name": ff.name, "precision": precision,
                    "layers": ff.card["architecture"]["layers"],
                    "card_sha256": getattr(ff, "card_sha256", None)}

@@ -128,3 +128,8 @@ def test_ml_quench_with_a_level_model(level_model, tmp_path):
     assert np.isfinite(ds.mu.values).all()
     total = ds.n.values.astype(float).sum((-2, -1))
     assert np.abs(total - 0.4 * L * L).max() <= 1e-6 * 0.4 * L * L
+
+
+def test_a_level_model_refuses_reduced_precision_when_loaded(level_model):
+    with pytest.raises(ModelError, match="float32 only"):
+        load_model(level_model[0], f=0.4, T=0.1, precision="bf16")
