@@ -34,6 +34,7 @@ from torch import nn
 
 from cdwdata.errors import ModelError
 from cdwdata.ml.gcmodel import ACTIVATION, HIDDEN, check_weights, shift_direction
+from cdwdata.ml.inference import CPU_CHUNK
 from cdwdata.ml.model import MLP, Normalizer
 
 KIND = "levels"
@@ -183,6 +184,7 @@ class LevelPlan:
         self.dtype = dtype
         self.device = torch.device(device)
         self.evaluations = 0.0
+        self.chunk = CPU_CHUNK if self.device.type == "cpu" else None
         self.w: torch.Tensor | None = None
         self.e: torch.Tensor | None = None
         self._G: torch.Tensor | None = None
@@ -194,9 +196,24 @@ class LevelPlan:
         return self._G
 
     def bind(self, G: torch.Tensor) -> LevelPlan:
+        """Evaluate the network on the features ``G (B, ..., F)`` (in chunks of sites on the
+        CPU, which keeps the activations in cache: 1.5x faster at 200x200) into kept
+        buffers of the weights and levels."""
         self.lattice_shape = tuple(G.shape[1:-1])
-        logw, e = self.model.levels(G)
-        self.w, self.e = logw.exp_(), e
+        B, F = G.shape[0], G.shape[-1]
+        rows = G.reshape(B, -1, F)
+        S, K = rows.shape[1], self.model.components
+        want = (B, *self.lattice_shape, K)
+        if self.w is None or tuple(self.w.shape) != want or self.w.dtype != G.dtype:
+            self.w = torch.empty(want, dtype=G.dtype, device=G.device)
+            self.e = torch.empty(want, dtype=G.dtype, device=G.device)
+        w, e = self.w.view(B, S, K), self.e.view(B, S, K)
+        C = self.chunk or S
+        for b in range(B):
+            for i in range(0, S, C):
+                logw, lev = self.model.levels(rows[b, i:i + C])
+                torch.exp(logw, out=w[b, i:i + C])
+                e[b, i:i + C] = lev
         self.evaluations += 1
         return self
 
