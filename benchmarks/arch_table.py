@@ -90,7 +90,7 @@ def main() -> None:
             try:
                 ff = load_model(model, f=0.5, T=0.1, precision=precision)
                 ff.plan()
-            except ModelError as err:  # e.g. a level model offers float32 only
+            except ModelError as err:  # a precision this model does not offer
                 print(f"{model} {precision}: skipped ({err})", flush=True)
                 continue
             row = {"model": model, "name": ff.name, "precision": precision,

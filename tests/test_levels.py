@@ -65,8 +65,8 @@ def test_limits_d4_invariance_and_the_plan(rng):
         fd = (plan.density(mu + h) - plan.density(mu - h)) / (2 * h)
         np.testing.assert_allclose(da.numpy(), fd.numpy(), atol=1e-6)
         assert plan.evaluations == 1  # Fermi sums are not network evaluations
-    with pytest.raises(ModelError, match="float32 only"):
-        LevelPlan(m, 0.1, precision="bf16")
+    with pytest.raises(ModelError, match="precision"):
+        LevelPlan(m, 0.1, precision="fp8")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_a_trained_level_model_loads_with_its_card(level_model, rng):
     path, card = level_model
     assert card["kind"] == "levels" and card["architecture"]["layers"] == [45, 16, 8, 8]
     assert card["architecture"]["components"] == 4
-    assert card["inference"]["precisions"] == ["float32"]
+    assert card["inference"]["precisions"] == ["float32", "bf16"]
     hist = [h["force_rmse"] for h in card["metrics"]["history"]]
     assert min(hist[1:]) < hist[0]  # it learns
     model, _, _ = modelfile.load(path)
@@ -130,6 +130,13 @@ def test_ml_quench_with_a_level_model(level_model, tmp_path):
     assert np.abs(total - 0.4 * L * L).max() <= 1e-6 * 0.4 * L * L
 
 
-def test_a_level_model_refuses_reduced_precision_when_loaded(level_model):
-    with pytest.raises(ModelError, match="float32 only"):
-        load_model(level_model[0], f=0.4, T=0.1, precision="bf16")
+def test_bf16_hidden_layers_of_a_level_model_stay_close_and_conserve_electrons(level_model,
+                                                                              rng):
+    Q = rng.normal(0, 1.5, (2, L, L))
+    exact = load_model(level_model[0], f=0.4, T=0.1)
+    fast = load_model(level_model[0], f=0.4, T=0.1, precision="bf16")
+    n32, n16 = exact.density(Q), fast.density(Q)
+    assert np.abs(n16.sum((-2, -1)) - 0.4 * L * L).max() <= 1e-5 * 0.4 * L * L
+    assert 0 < np.abs(n16 - n32).max() < 0.05  # bf16 rounding, not another model
+    with pytest.raises(ModelError, match="dtype float32"):
+        LevelPlan(exact.model, 0.1, precision="bf16", dtype=torch.float64)

@@ -197,8 +197,6 @@ class GrandCanonicalForceField(MLForceField):
         if precision == "bf16" and self.dtype != torch.float32:
             raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
                              "input and output layers)")
-        if precision != "float32" and getattr(model, "kind", "") == "levels":
-            raise ModelError(f"precision={precision!r}: level models run in float32 only")
         self.precision = precision
 
         self.f = check_filling(f)

@@ -348,9 +348,10 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
                        "note": "bf16 = hidden-to-hidden GEMMs in bfloat16; the first layer "
                                "(carries mu) and the output stay float32"}
                       if kind == "density" else
-                      {"precisions": ["float32"], "default_precision": "float32",
+                      {"precisions": list(PRECISIONS), "default_precision": "float32",
                        "note": "one network evaluation per configuration; the mu solve is "
-                               "a Fermi sum over the stored levels"}),
+                               "a Fermi sum over the stored levels; bf16 = hidden-to-hidden "
+                               "GEMMs in bfloat16, the first and last layers float32"}),
         "cdwdata_version": __version__, "created": modelfile.now(),
     }
     return modelfile.save(model, out_stem, card, overwrite=overwrite)

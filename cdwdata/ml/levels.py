@@ -176,9 +176,21 @@ class LevelPlan:
 
     def __init__(self, model: LevelModel, T: float, precision: str = "float32",
                  dtype: torch.dtype = torch.float32, device="cpu"):
-        if precision != "float32":
-            raise ModelError(f"precision={precision!r}: level models run in float32 only "
-                             "(a bf16 level energy would be off by ~T)")
+        from cdwdata.ml.options import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+        if precision == "bf16" and dtype != torch.float32:
+            raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
+                             "input and output layers)")
+        self.precision = precision
+        self.hidden = None
+        if precision == "bf16":  # the layers that set the level energies stay float32
+            lin = [m for m in model.mlp if isinstance(m, nn.Linear)]
+            self.W1, self.b1 = lin[0].weight.detach().T.contiguous(), lin[0].bias.detach()
+            self.hidden = [(m.weight.detach().T.contiguous().to(torch.bfloat16),
+                            m.bias.detach().to(torch.bfloat16)) for m in lin[1:-1]]
+            self.Wo, self.bo = lin[-1].weight.detach().T.contiguous(), lin[-1].bias.detach()
         self.model = model
         self.T = float(T)
         self.dtype = dtype
@@ -211,11 +223,27 @@ class LevelPlan:
         C = self.chunk or S
         for b in range(B):
             for i in range(0, S, C):
-                logw, lev = self.model.levels(rows[b, i:i + C])
+                logw, lev = self._levels(rows[b, i:i + C])
                 torch.exp(logw, out=w[b, i:i + C])
                 e[b, i:i + C] = lev
         self.evaluations += 1
         return self
+
+    def _levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`LevelModel.levels` of feature rows; with bf16, the hidden-to-hidden layers
+        in bfloat16 and the first and last layers in float32."""
+        if self.hidden is None:
+            return self.model.levels(G)
+        m = self.model
+        act = nn.functional.silu
+        h = act(torch.addmm(self.b1, m.input_norm(m.shift_free(G)), self.W1))
+        h = h.to(torch.bfloat16)
+        for W, bias in self.hidden:
+            h = act(torch.addmm(bias, h, W))
+        out = torch.addmm(self.bo, h.to(G.dtype), self.Wo)
+        K = m.components
+        g = m.coupling[0].to(G.dtype)
+        return torch.log_softmax(out[:, :K], dim=-1), out[:, K:] - g * G[:, :1]
 
     def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
         if self.w is None:
