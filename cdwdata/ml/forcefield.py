@@ -189,14 +189,10 @@ class GrandCanonicalForceField(MLForceField):
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
                  dtype: Any = torch.float32, path=None, precision: str = "float32") -> None:
         super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
-        from cdwdata.ml.inference import PRECISIONS
+        from cdwdata.ml.options import check_precision
         from cdwdata.params import check_temperature
 
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
-        if precision == "bf16" and self.dtype != torch.float32:
-            raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
-                             "input and output layers)")
+        check_precision(precision, self.dtype)
         self.precision = precision
 
         self.f = check_filling(f)

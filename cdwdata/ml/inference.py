@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from cdwdata.errors import ModelError
-from cdwdata.ml.options import PRECISIONS
+from cdwdata.ml.options import check_precision
 
 #: Sites per chunk of a CPU evaluation (the chunk's activations stay in cache).
 CPU_CHUNK = 2048
@@ -61,11 +61,7 @@ class DensityPlan:
 
     def __init__(self, model, T: float, precision: str = "float32",
                  dtype: torch.dtype = torch.float32, device="cpu", chunk: int | None = None):
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
-        if precision == "bf16" and dtype != torch.float32:
-            raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
-                             "input and output layers)")
+        check_precision(precision, dtype)
         self.precision = precision
         self.dtype = dtype
         self.device = torch.device(device)

@@ -176,13 +176,9 @@ class LevelPlan:
 
     def __init__(self, model: LevelModel, T: float, precision: str = "float32",
                  dtype: torch.dtype = torch.float32, device="cpu"):
-        from cdwdata.ml.options import PRECISIONS
+        from cdwdata.ml.options import check_precision
 
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
-        if precision == "bf16" and dtype != torch.float32:
-            raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
-                             "input and output layers)")
+        check_precision(precision, dtype)
         self.precision = precision
         self.hidden = None
         if precision == "bf16":  # the layers that set the level energies stay float32

@@ -25,3 +25,18 @@ COMPUTE_DTYPES = ("float32", "float64")
 #: Precisions of the hidden layers of a grand-canonical model at inference
 #: (:mod:`cdwdata.ml.inference`).
 PRECISIONS = ("float32", "bf16")
+
+
+def check_precision(precision: str, dtype) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS` and fits the compute ``dtype`` (bf16
+    hidden layers need float32 input and output layers); ModelError otherwise."""
+    import torch
+
+    from cdwdata.errors import ModelError
+
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if precision == "bf16" and dtype != torch.float32:
+        raise ModelError("precision='bf16' needs dtype float32 (bf16 hidden layers, float32 "
+                         "input and output layers)")
+    return precision
