@@ -140,3 +140,26 @@ def test_bf16_hidden_layers_of_a_level_model_stay_close_and_conserve_electrons(l
     assert 0 < np.abs(n16 - n32).max() < 0.05  # bf16 rounding, not another model
     with pytest.raises(ModelError, match="dtype float32"):
         LevelPlan(exact.model, 0.1, precision="bf16", dtype=torch.float64)
+
+
+def test_splitting_levels_keeps_the_function_and_refuses_other_layers():
+    torch.manual_seed(3)
+    small = LevelModel(hidden=[16, 8], components=4)
+    with torch.no_grad():
+        for p in small.mlp.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    G = torch.randn(200, small.n_features, dtype=torch.float32)
+    big = LevelModel(hidden=[16, 8], components=12)
+    big.split_from(small, spread=0.0)
+    for mu, T in ((-1.0, 0.1), (0.3, 0.2), (2.0, 0.3)):
+        torch.testing.assert_close(big.site_density(G, mu, T), small.site_density(G, mu, T),
+                                   atol=1e-6, rtol=0)
+    big.split_from(small, spread=0.01)  # copies apart: n moves only at second order
+    _, e = big.levels(G)
+    assert float((e[:, 0] - e[:, 1]).abs().min()) > 0.009
+    diff = (big.site_density(G, 0.3, 0.1) - small.site_density(G, 0.3, 0.1)).abs().max()
+    assert float(diff) < 0.5 * 0.01**2 * 10.0  # w spread^2 |sigma''|_max / 2 at T = 0.1
+    with pytest.raises(ModelError):
+        LevelModel(hidden=[16, 8], components=6).split_from(small)
+    with pytest.raises(ModelError):
+        LevelModel(hidden=[16, 4], components=8).split_from(small)

@@ -35,9 +35,11 @@ def configure(p) -> None:
                         + ", ".join(f"{k} = {'x'.join(map(str, v))}"
                                     for k, v in _architectures().items()) + ")")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="density kind: start from this saved model (fine-tuning); a model of the "
-                        "same depth with narrower layers starts a wider network as the "
-                        "same function (net2net widening)")
+                   help="grand-canonical kinds: start from this saved model (fine-tuning); a "
+                        "density model of the same depth with narrower layers starts a wider "
+                        "network as the same function (net2net widening); a level model with "
+                        "the same hidden layers and K / m levels starts with each level split "
+                        "in m copies")
     p.add_argument("--components", type=int, default=None,
                    help="levels kind: levels per site (default 16)")
     p.add_argument("--samples-per-epoch", type=int, default=None,

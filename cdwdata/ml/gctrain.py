@@ -242,6 +242,8 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
             model.load_weights(start.weights())
         elif kind == "density":  # a wider network of the same depth starts as the same function
             model.widen_from(start)
+        elif start.sizes[:-1] == model.sizes[:-1]:  # more levels: each one split in copies
+            model.split_from(start)
         else:
             raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
                              f"{model.sizes}")

@@ -140,6 +140,33 @@ class LevelModel(nn.Module):
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         check_weights(self, tensors)
 
+    def split_from(self, smaller: LevelModel, spread: float = 0.01) -> None:
+        """Start from ``smaller`` (same hidden layers, ``K / m`` levels) with each of its
+        levels split into ``m`` copies of weight ``w_k / m``, spread symmetrically over
+        ``+-spread`` around ``D_k`` (the split changes n only at second order,
+        ``|dn| <= w spread^2 |sigma''| / 2``, and lets the copies move apart in training)."""
+        K, k = self.components, smaller.components
+        if self.sizes[:-1] != smaller.sizes[:-1] or K % k:
+            raise ModelError(f"cannot split a model with layers {smaller.sizes} into layers "
+                             f"{self.sizes}: same hidden layers and a multiple of its "
+                             f"{k} levels needed")
+        if not torch.equal(self.coupling, smaller.coupling):
+            raise ModelError("cannot split a model made for other (g, k, kappa)")
+        m = K // k
+        mine = [x for x in self.mlp if isinstance(x, nn.Linear)]
+        theirs = [x for x in smaller.mlp if isinstance(x, nn.Linear)]
+        with torch.no_grad():
+            for a, b in zip(mine[:-1], theirs[:-1], strict=True):
+                a.weight.copy_(b.weight)
+                a.bias.copy_(b.bias)
+            a, b = mine[-1], theirs[-1]
+            a.weight[:K] = b.weight[:k].repeat_interleave(m, 0)
+            a.bias[:K] = b.bias[:k].repeat_interleave(m, 0)
+            a.weight[K:] = b.weight[k:].repeat_interleave(m, 0)
+            offsets = torch.linspace(-spread, spread, m) if m > 1 else torch.zeros(1)
+            a.bias[K:] = b.bias[k:].repeat_interleave(m, 0) + offsets.repeat(k)
+        self.input_norm.load_state_dict(smaller.input_norm.state_dict())
+
     def fit_normalization(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> None:
         """Input statistics from sample rows ``G (N, F)`` (mu and T are not inputs)."""
         x = self.shift_free(G).double()
