@@ -207,13 +207,6 @@ class LevelPlan:
 
         check_precision(precision, dtype)
         self.precision = precision
-        self.hidden = None
-        if precision == "bf16":  # the layers that set the level energies stay float32
-            lin = [m for m in model.mlp if isinstance(m, nn.Linear)]
-            self.W1, self.b1 = lin[0].weight.detach().T.contiguous(), lin[0].bias.detach()
-            self.hidden = [(m.weight.detach().T.contiguous().to(torch.bfloat16),
-                            m.bias.detach().to(torch.bfloat16)) for m in lin[1:-1]]
-            self.Wo, self.bo = lin[-1].weight.detach().T.contiguous(), lin[-1].bias.detach()
         self.model = model
         self.T = float(T)
         self.dtype = dtype
@@ -223,6 +216,34 @@ class LevelPlan:
         self.w: torch.Tensor | None = None
         self.e: torch.Tensor | None = None
         self._G: torch.Tensor | None = None
+        self._fold()
+        self._act: dict[int, list[torch.Tensor]] = {}
+
+    def _fold(self) -> None:
+        """The network as plain matrices. The input normalisation and the removal of the
+        uniform shift are linear, so they fold exactly into the first layer:
+        ``norm(G - G_0 a) W1^T + b1 = G W1' + b1'`` with ``W1' = P diag(1/std) W1^T``,
+        ``P = I - e_0 a^T`` and ``b1' = b1 - (mean / std) W1^T``. With bf16 the
+        hidden-to-hidden layers are bfloat16; the first and last layers (which set the level
+        energies) stay in the compute dtype."""
+        m = self.model
+        lin = [x for x in m.mlp if isinstance(x, nn.Linear)]
+        kw = {"dtype": torch.float64, "device": self.device}
+        mean = m.input_norm.mean.to(**kw)
+        std = m.input_norm.std.to(**kw)
+        W1 = lin[0].weight.detach().to(**kw).T  # (F, H1)
+        P = torch.eye(m.n_features, **kw)
+        P[0] -= m.shift.to(**kw)
+        fold = {"dtype": self.dtype, "device": self.device}
+        self.W1 = (P @ (W1 / std[:, None])).to(**fold).contiguous()
+        self.b1 = (lin[0].bias.detach().to(**kw) - (mean / std) @ W1).to(**fold)
+        hid = torch.bfloat16 if self.precision == "bf16" else self.dtype
+        self.layers = [(x.weight.detach().T.contiguous().to(dtype=hid, device=self.device),
+                        x.bias.detach().to(dtype=hid, device=self.device)) for x in lin[1:-1]]
+        self.hidden_dtype = hid
+        self.Wo = lin[-1].weight.detach().T.contiguous().to(**fold)
+        self.bo = lin[-1].bias.detach().to(**fold)
+        self.g = float(m.coupling[0])
 
     def feature_buffer(self, shape) -> torch.Tensor:
         want = (*shape, self.model.n_features)
@@ -246,27 +267,43 @@ class LevelPlan:
         C = self.chunk or S
         for b in range(B):
             for i in range(0, S, C):
-                logw, lev = self._levels(rows[b, i:i + C])
-                torch.exp(logw, out=w[b, i:i + C])
-                e[b, i:i + C] = lev
+                self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C])
         self.evaluations += 1
         return self
 
-    def _levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`LevelModel.levels` of feature rows; with bf16, the hidden-to-hidden layers
-        in bfloat16 and the first and last layers in float32."""
-        if self.hidden is None:
-            return self.model.levels(G)
-        m = self.model
-        act = nn.functional.silu
-        h = act(torch.addmm(self.b1, m.input_norm(m.shift_free(G)), self.W1))
-        h = h.to(torch.bfloat16)
-        for W, bias in self.hidden:
-            h = act(torch.addmm(bias, h, W))
-        out = torch.addmm(self.bo, h.to(G.dtype), self.Wo)
-        K = m.components
-        g = m.coupling[0].to(G.dtype)
-        return torch.log_softmax(out[:, :K], dim=-1), out[:, K:] - g * G[:, :1]
+    def _buffers(self, n: int) -> dict:
+        """Activation buffers for ``n`` rows, made once per chunk size."""
+        if n not in self._act:
+            def buf(width, dtype):
+                return torch.empty(n, width, dtype=dtype, device=self.device)
+
+            mixed = self.hidden_dtype != self.dtype and bool(self.layers)
+            width = self.W1.shape[1]
+            self._act[n] = {
+                "first": buf(width, self.dtype),
+                "first_hidden": buf(width, self.hidden_dtype) if mixed else None,
+                "hidden": [buf(W.shape[1], self.hidden_dtype) for W, _ in self.layers],
+                "cast": buf(self.Wo.shape[0], self.dtype) if mixed else None,
+                "out": buf(self.Wo.shape[1], self.dtype),
+            }
+        return self._act[n]
+
+    def _levels(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor) -> None:
+        """Weights ``w`` and levels ``e`` (n, K) of feature rows ``G`` (n, F), written in
+        place: :meth:`LevelModel.levels` with the folded first layer."""
+        b = self._buffers(G.shape[0])
+        silu = nn.functional.silu
+        h = silu(torch.addmm(self.b1, G, self.W1, out=b["first"]), inplace=True)
+        if b["first_hidden"] is not None:
+            h = b["first_hidden"].copy_(h)
+        for (W, bias), dst in zip(self.layers, b["hidden"], strict=True):
+            h = silu(torch.addmm(bias, h, W, out=dst), inplace=True)
+        if b["cast"] is not None:
+            h = b["cast"].copy_(h)
+        out = torch.addmm(self.bo, h, self.Wo, out=b["out"])
+        K = self.model.components
+        torch.softmax(out[:, :K], dim=-1, out=w)
+        torch.sub(out[:, K:], G[:, :1], alpha=self.g, out=e)
 
     def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
         if self.w is None:
