@@ -22,9 +22,9 @@ L = 8
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _model(seed: int = 0, K: int = 4) -> LevelModel:
+def _model(seed: int = 0, K: int = 4, pairs: bool = False) -> LevelModel:
     torch.manual_seed(seed)
-    m = LevelModel(hidden=(16, 8), components=K).double()
+    m = LevelModel(hidden=(16, 8), components=K, pairs=pairs).double()
     with torch.no_grad():  # a non-trivial map: random, not the small-offset start
         for p in m.mlp.parameters():
             p.normal_(0.0, 0.5)
@@ -33,9 +33,9 @@ def _model(seed: int = 0, K: int = 4) -> LevelModel:
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 1000), c=st.floats(-2.0, 2.0), mu=st.floats(-6.0, 6.0),
-       T=st.floats(0.05, 0.5))
-def test_only_h_minus_mu_matters_and_density_rises_with_mu(seed, c, mu, T):
-    m = _model(seed % 7)
+       T=st.floats(0.05, 0.5), pairs=st.booleans())
+def test_only_h_minus_mu_matters_and_density_rises_with_mu(seed, c, mu, T, pairs):
+    m = _model(seed % 7, pairs=pairs)
     Q = torch.as_tensor(np.random.default_rng(seed).normal(0, 2, (2, L, L)))
     g = HolsteinParams().g
     with torch.no_grad():
@@ -45,8 +45,9 @@ def test_only_h_minus_mu_matters_and_density_rises_with_mu(seed, c, mu, T):
     assert float((up - n).min()) >= -1e-12 and 0 <= float(n.min()) <= float(n.max()) <= 1
 
 
-def test_limits_d4_invariance_and_the_plan(rng):
-    m = _model(3)
+@pytest.mark.parametrize("pairs", [False, True])
+def test_limits_d4_invariance_and_the_plan(rng, pairs):
+    m = _model(3, pairs=pairs)
     Q = torch.as_tensor(rng.normal(0, 1.5, (L, L)))
     with torch.no_grad():
         assert float(m.density_at(Q, 1e4, 0.1).min()) > 1 - 1e-9
@@ -155,7 +156,8 @@ def test_splitting_levels_keeps_the_function_and_refuses_other_layers():
         torch.testing.assert_close(big.site_density(G, mu, T), small.site_density(G, mu, T),
                                    atol=1e-6, rtol=0)
     big.split_from(small, spread=0.01)  # copies apart: n moves only at second order
-    _, e = big.levels(G)
+    with torch.no_grad():
+        _, e = big.levels(G)
     assert float((e[:, 0] - e[:, 1]).abs().min()) > 0.009
     diff = (big.site_density(G, 0.3, 0.1) - small.site_density(G, 0.3, 0.1)).abs().max()
     assert float(diff) < 0.5 * 0.01**2 * 10.0  # w spread^2 |sigma''|_max / 2 at T = 0.1
@@ -163,3 +165,62 @@ def test_splitting_levels_keeps_the_function_and_refuses_other_layers():
         LevelModel(hidden=[16, 8], components=6).split_from(small)
     with pytest.raises(ModelError):
         LevelModel(hidden=[16, 4], components=8).split_from(small)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.sampled_from([1e-4, 0.1, 1.0, 10.0]))
+def test_pair_blocks_are_the_eigenvectors_of_two_by_two_hamiltonians(seed, scale):
+    from cdwdata.ml.levels import pair_levels
+
+    r = np.random.default_rng(seed)
+    P, g = 3, 1.7
+    h = r.normal(0, 1, (5, 4 * P))
+    h[:, 3 * P:] *= scale  # weak and strong couplings
+    Q0 = r.normal(0, 1, (5, 1))
+    logw, e = pair_levels(torch.as_tensor(h), torch.as_tensor(Q0), g)
+    w = torch.softmax(torch.as_tensor(h[:, :P]), -1).numpy()
+    for s in range(5):
+        for p in range(P):
+            a, b, V = h[s, P + p] - g * Q0[s, 0], h[s, 2 * P + p] - g * Q0[s, 0], h[s, 3 * P + p]
+            lam, vec = np.linalg.eigh([[a, V], [V, b]])  # ascending: lower, upper
+            got_e = [float(e[s, P + p]), float(e[s, p])]
+            got_w = np.exp([float(logw[s, P + p]), float(logw[s, p])])
+            np.testing.assert_allclose(got_e, lam, atol=1e-9)
+            np.testing.assert_allclose(got_w, w[s, p] * vec[0] ** 2, atol=1e-9, rtol=1e-6)
+    assert np.isfinite(logw.numpy()).all()
+
+
+def test_a_pair_model_starts_as_its_plain_model_and_trains_on(level_model, tmp_path):
+    from cdwdata.ml import gctrain
+    from cdwdata.ml.levels import PAIR_START
+
+    plain, _, _ = modelfile.load(level_model[0])
+    pair = LevelModel(hidden=[16, 8], components=8, pairs=True)
+    pair.pairs_from(plain)
+    G = torch.randn(300, plain.n_features)
+    gap, V = PAIR_START
+    with torch.no_grad():
+        for mu, T in ((-1.0, 0.1), (0.3, 0.2), (2.0, 0.3)):
+            d = (pair.site_density(G, mu, T) - plain.site_density(G, mu, T)).abs().max()
+            # a level moves by ~V^2 / gap, the partner takes ~(V / gap)^2 / 4 of its weight
+            assert float(d) < (V**2 / gap) / (4 * T) + (V / gap) ** 2
+    with pytest.raises(ModelError):
+        LevelModel(hidden=[16, 8], components=4, pairs=True).pairs_from(plain)
+    with pytest.raises(ModelError):
+        LevelModel(hidden=[16, 8], components=5, pairs=True)
+    card = gctrain.train(json_data_paths(level_model[1]), tmp_path / "pairs", hidden=(16, 8),
+                         epochs=2, batch_size=256, threads=1, progress=False, kind="levels",
+                         components=8, pairs=True, init=str(level_model[0]))
+    assert card["architecture"]["pairs"] is True and card["architecture"]["components"] == 8
+    ff = load_model(tmp_path / "pairs", f=0.4, T=0.1)
+    assert ff.model.pairs
+    n = ff.density(np.random.default_rng(0).normal(0, 1, (L, L)))
+    assert abs(n.mean() - 0.4) < 1e-6
+    with pytest.raises(ModelError, match="pair model"):
+        gctrain.train(json_data_paths(level_model[1]), tmp_path / "back", hidden=(16, 8),
+                      epochs=1, batch_size=256, threads=1, progress=False, kind="levels",
+                      components=8, init=str(tmp_path / "pairs"))
+
+
+def json_data_paths(card: dict) -> list[str]:
+    return list(card["training"]["data"])

@@ -42,6 +42,10 @@ def configure(p) -> None:
                         "in m copies")
     p.add_argument("--components", type=int, default=None,
                    help="levels kind: levels per site (default 16)")
+    p.add_argument("--pairs", action="store_true",
+                   help="levels kind: the levels come in two-level blocks (an avoided crossing "
+                        "is smooth in the network's outputs); --init a plain level model with "
+                        "half the levels starts each block from one of its levels")
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="density kind: (configuration, label, site) samples per epoch "
                         "(default: all of the training split)")
@@ -125,7 +129,7 @@ def _run_density(args) -> int:
                          overwrite=args.overwrite, command=command_line(),
                          progress=not args.no_progress,
                          samples_per_epoch=args.samples_per_epoch, init=args.init,
-                         kind=args.kind, components=args.components)
+                         kind=args.kind, components=args.components, pairs=args.pairs)
     v = card["metrics"]["validation"]
     t = card["training"]
     print(f"wrote {card['name']} ({card['weights_file']}): layers {card['architecture']['layers']}")

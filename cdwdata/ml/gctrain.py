@@ -150,10 +150,10 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
           name: str | None = None, command: str | None = None, progress: bool = True,
           samples_per_epoch: int | None = None, boost: bool = True,
           init: str | None = None, kind: str = "density",
-          components: int | None = None) -> dict[str, Any]:
+          components: int | None = None, pairs: bool = False) -> dict[str, Any]:
     """Train a :class:`DensityModel` (``kind="density"``) or a
-    :class:`~cdwdata.ml.levels.LevelModel` (``kind="levels"``, ``components`` levels per site);
-    write ``out`` (.safetensors + .json); return the card.
+    :class:`~cdwdata.ml.levels.LevelModel` (``kind="levels"``, ``components`` levels per site,
+    ``pairs``: as two-level blocks); write ``out`` (.safetensors + .json); return the card.
 
     ``samples_per_epoch`` (default: every (configuration, label, site) of the training split
     once) caps the minibatch samples per epoch. ``boost`` draws half of every batch from the
@@ -170,26 +170,53 @@ def train(data_paths, out, hidden=HIDDEN, epochs: int = 30, batch_size: int = 40
         return _train(data_paths, out_stem, hidden, int(epochs), int(batch_size), float(lr),
                       loss, float(huber_delta), int(seed), float(val_fraction), overwrite,
                       name or out_stem.name, command, progress, samples_per_epoch, boost, init,
-                      kind, components)
+                      kind, components, pairs)
 
 
-def make_model(kind: str, hidden, params, components: int | None = None):
-    """A fresh grand-canonical model of ``kind`` (see :data:`GC_KINDS`)."""
+def make_model(kind: str, hidden, params, components: int | None = None,
+               pairs: bool = False):
+    """A fresh grand-canonical model of ``kind`` (see :data:`GC_KINDS`); ``pairs`` makes a
+    level model of two-level blocks (:func:`cdwdata.ml.levels.pair_levels`)."""
     if kind == "levels":
         from cdwdata.ml.levels import COMPONENTS, LevelModel
 
-        return LevelModel(hidden=hidden, components=components or COMPONENTS, params=params)
+        return LevelModel(hidden=hidden, components=components or COMPONENTS, params=params,
+                          pairs=pairs)
+    if pairs:
+        raise ModelError("pairs=True is a level-model option (kind='levels')")
     return DensityModel(hidden=hidden, params=params)
+
+
+def start_from(model, start, init) -> None:
+    """Load the saved model ``start`` (path ``init``) into ``model``: the same layers, or a
+    wider density network (net2net), or a level model whose levels are split in copies or
+    become two-level blocks."""
+    if start.kind != model.kind:
+        raise ModelError(f"--init {init} is a {start.kind!r} model, not {model.kind!r}")
+    pairs, start_pairs = getattr(model, "pairs", False), getattr(start, "pairs", False)
+    if pairs and not start_pairs:
+        model.pairs_from(start)
+    elif start_pairs and not pairs:
+        raise ModelError(f"--init {init} is a pair model; train it on with --pairs")
+    elif start.sizes == model.sizes:
+        model.load_weights(start.weights())
+    elif model.kind == "density":  # a wider network of the same depth: the same function
+        model.widen_from(start)
+    elif start.sizes[:-1] == model.sizes[:-1] and not pairs:  # more levels: split in copies
+        model.split_from(start)
+    else:
+        raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
+                         f"{model.sizes}")
 
 
 def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_delta, seed,
            val_fraction, overwrite, name, command, progress, samples_per_epoch, boost, init,
-           kind, components):
+           kind, components, pairs):
     t0 = time.perf_counter()
     data = load(data_paths)
     sp = split(data, seed, val_fraction)
     torch.manual_seed(seed)
-    model = make_model(kind, hidden, data.params, components)
+    model = make_model(kind, hidden, data.params, components, pairs)
     g = float(data.params.g)
     G = _features(model, data.Q)  # (S, L, L, F)
     S, L, _, F = G.shape
@@ -235,18 +262,7 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
         return x, y, 1.0 / ratio
 
     if init is not None:
-        start, _, _ = modelfile.load(init)
-        if start.kind != model.kind:
-            raise ModelError(f"--init {init} is a {start.kind!r} model, not {model.kind!r}")
-        if start.sizes == model.sizes:
-            model.load_weights(start.weights())
-        elif kind == "density":  # a wider network of the same depth starts as the same function
-            model.widen_from(start)
-        elif start.sizes[:-1] == model.sizes[:-1]:  # more levels: each one split in copies
-            model.split_from(start)
-        else:
-            raise ModelError(f"--init {init}: layers {start.sizes}, this training asks for "
-                             f"{model.sizes}")
+        start_from(model, modelfile.load(init)[0], init)
     else:
         x0, _ = batch(tr, 200_000, gen)
         model.fit_normalization(*x0)

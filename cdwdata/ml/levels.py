@@ -40,6 +40,38 @@ from cdwdata.ml.model import MLP, Normalizer
 KIND = "levels"
 #: Default number of levels per site.
 COMPONENTS = 16
+#: A pair model made from a level model (:meth:`LevelModel.pairs_from`): the partner level
+#: starts this far from each level, coupled to it by this much (it takes a weight of about
+#: (V / gap)^2 / 4, ~1e-4 of the level's, and shifts it by about V^2 / gap).
+PAIR_START = (2.0, 0.05)
+
+
+def pair_levels(h: torch.Tensor, Q0: torch.Tensor, g: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log w, e)`` (..., 2P) of ``P`` two-level blocks per site.
+
+    ``h`` (..., 4P) holds per block a weight logit, the energies ``a``, ``b`` (relative to the
+    bare level ``-g Q_i``) and the coupling ``V`` of ``[[a, V], [V, b]]``; the site's
+    orbital is ``a``. Eigenvalues ``m +- r`` (``m = (a + b) / 2``, ``d = (a - b) / 2``,
+    ``r = sqrt(d^2 + V^2)``) carry the weights ``(1 +- d / r) / 2`` of the site's orbital:
+    an avoided crossing, where the weight moves from one level to the other within ``|V|``,
+    is a smooth function of ``(a, b, V)``. The smaller weight is computed as
+    ``V^2 / (2 r (r + |d|))`` (no cancellation).
+    """
+    P = h.shape[-1] // 4
+    logit, a, b, V = h[..., :P], h[..., P:2 * P], h[..., 2 * P:3 * P], h[..., 3 * P:]
+    m = 0.5 * (a + b) - g * Q0
+    d = 0.5 * (a - b)
+    v2 = V * V
+    r = torch.sqrt(d * d + v2 + 1e-12)
+    den = 2.0 * r * (r + d.abs())
+    log_small = torch.log(v2 + 1e-30) - torch.log(den)
+    log_big = torch.log1p(-(v2 / den).clamp(max=0.5))
+    up = d >= 0  # the upper level m + r is mostly the site's orbital when a >= b
+    log_up = torch.where(up, log_big, log_small)
+    log_dn = torch.where(up, log_small, log_big)
+    lw = torch.log_softmax(logit, dim=-1)
+    return torch.cat([lw + log_up, lw + log_dn], dim=-1), torch.cat([m + r, m - r], dim=-1)
 
 
 class LevelModel(nn.Module):
@@ -60,7 +92,7 @@ class LevelModel(nn.Module):
     target = "electronic"
 
     def __init__(self, hidden: Sequence[int] = HIDDEN, components: int = COMPONENTS,
-                 params=None) -> None:
+                 params=None, pairs: bool = False) -> None:
         super().__init__()
         from cdwdata import descriptor
         from cdwdata.params import HolsteinParams
@@ -70,7 +102,10 @@ class LevelModel(nn.Module):
             raise ModelError("a level model needs g != 0 (the bare level is -g Q_i)")
         if int(components) < 1:
             raise ModelError(f"components={components} must be >= 1")
+        if pairs and int(components) % 2:
+            raise ModelError(f"components={components}: a pair model needs an even number")
         self.components = int(components)
+        self.pairs = bool(pairs)
         self.n_features = int(descriptor.N_FEATURES)
         self.r_cut = float(descriptor.R_CUT)
         self.descriptor = descriptor.Descriptor()
@@ -80,8 +115,11 @@ class LevelModel(nn.Module):
                        ACTIVATION)
         with torch.no_grad():  # levels start spread over the band, small and smooth offsets
             last = self.mlp[-1]
-            last.weight[self.components:] *= 0.1
-            last.bias[self.components:] = torch.linspace(-3.0, 3.0, self.components)
+            n = self.components // 2 if self.pairs else self.components
+            last.weight[n:] *= 0.1
+            last.bias[n:] = torch.linspace(-3.0, 3.0, last.bias.numel() - n)
+            if self.pairs:  # couplings start small and positive
+                last.bias[3 * n:] = PAIR_START[1]
         self.register_buffer("coupling", torch.tensor([p.g, p.k, p.kappa], dtype=torch.float64))
         self.register_buffer("shift", shift_direction())
 
@@ -93,9 +131,12 @@ class LevelModel(nn.Module):
         return {"kind": self.kind, "layers": self.sizes, "activation": self.activation,
                 "target": self.target, "descriptor": "cdwdata.descriptor.Descriptor",
                 "n_features": self.n_features, "r_cut": self.r_cut,
-                "components": self.components,
+                "components": self.components, "pairs": self.pairs,
                 "inputs": "descriptor(Q) - Q_i a (blind to a uniform shift)",
-                "output": "n_i = sum_k w_k sigmoid((mu + g Q_i - D_k) / T)"}
+                "output": ("n_i = sum_k w_k sigmoid((mu - e_k) / T), the levels e_k and weights "
+                           "w_k of K/2 two-level blocks [[a_p, V_p], [V_p, b_p]] (site on a_p)"
+                           if self.pairs else
+                           "n_i = sum_k w_k sigmoid((mu + g Q_i - D_k) / T)")}
 
     # --- pieces ---------------------------------------------------------------------------
     def features(self, Q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,9 +150,16 @@ class LevelModel(nn.Module):
     def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log w, e)``, both ``(..., K)``: log weights (log-softmax) and level energies."""
         h = self.mlp(self.input_norm(self.shift_free(G)))
+        return self.head(h, G[..., :1])
+
+    def head(self, h: torch.Tensor, Q0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log w, e)`` from the network output ``h`` (..., 2 K) and the centre ``Q_i``
+        (..., 1)."""
+        g = float(self.coupling[0])
+        if self.pairs:
+            return pair_levels(h, Q0, g)
         K = self.components
-        g = self.coupling[0].to(G.dtype)
-        return torch.log_softmax(h[..., :K], dim=-1), h[..., K:] - g * G[..., :1]
+        return torch.log_softmax(h[..., :K], dim=-1), h[..., K:] - g * Q0
 
     def log_occupation(self, G: torch.Tensor, mu, T) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log n, log(1 - n))`` at ``mu``, ``T`` (broadcast against ``G.shape[:-1]``),
@@ -146,6 +194,8 @@ class LevelModel(nn.Module):
         ``+-spread`` around ``D_k`` (the split changes n only at second order,
         ``|dn| <= w spread^2 |sigma''| / 2``, and lets the copies move apart in training)."""
         K, k = self.components, smaller.components
+        if self.pairs or smaller.pairs:
+            raise ModelError("splitting levels works on plain level models, not pair models")
         if self.sizes[:-1] != smaller.sizes[:-1] or K % k:
             raise ModelError(f"cannot split a model with layers {smaller.sizes} into layers "
                              f"{self.sizes}: same hidden layers and a multiple of its "
@@ -166,6 +216,37 @@ class LevelModel(nn.Module):
             offsets = torch.linspace(-spread, spread, m) if m > 1 else torch.zeros(1)
             a.bias[K:] = b.bias[k:].repeat_interleave(m, 0) + offsets.repeat(k)
         self.input_norm.load_state_dict(smaller.input_norm.state_dict())
+
+    def pairs_from(self, plain: LevelModel) -> None:
+        """Start this pair model (``2 K`` levels) from the plain level model ``plain``
+        (``K`` levels, same hidden layers): each level becomes the site orbital of a block
+        whose partner starts :data:`PAIR_START` away, above and below in turn, weakly
+        coupled. The function changes by about ``V^2 / gap`` in the level energies."""
+        P = plain.components
+        if not self.pairs or plain.pairs or self.sizes[:-1] != plain.sizes[:-1] \
+                or self.components != 2 * P:
+            raise ModelError(f"a pair model with {2 * P} levels and hidden layers "
+                             f"{plain.sizes[1:-1]} starts from a plain level model with {P} "
+                             f"levels and the same hidden layers (got {plain.sizes}, "
+                             f"pairs={plain.pairs})")
+        if not torch.equal(self.coupling, plain.coupling):
+            raise ModelError("cannot start from a model made for other (g, k, kappa)")
+        gap, V = PAIR_START
+        mine = [x for x in self.mlp if isinstance(x, nn.Linear)]
+        theirs = [x for x in plain.mlp if isinstance(x, nn.Linear)]
+        with torch.no_grad():
+            for a, b in zip(mine[:-1], theirs[:-1], strict=True):
+                a.weight.copy_(b.weight)
+                a.bias.copy_(b.bias)
+            a, b = mine[-1], theirs[-1]
+            a.weight[:2 * P] = b.weight  # logits, then the site levels a_p = D_k
+            a.bias[:2 * P] = b.bias
+            a.weight[2 * P:3 * P] = b.weight[P:]
+            sign = torch.tensor([1.0, -1.0]).repeat((P + 1) // 2)[:P]
+            a.bias[2 * P:3 * P] = b.bias[P:] + gap * sign
+            a.weight[3 * P:] = 0.0
+            a.bias[3 * P:] = V
+        self.input_norm.load_state_dict(plain.input_norm.state_dict())
 
     def fit_normalization(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> None:
         """Input statistics from sample rows ``G (N, F)`` (mu and T are not inputs)."""
@@ -301,6 +382,11 @@ class LevelPlan:
         if b["cast"] is not None:
             h = b["cast"].copy_(h)
         out = torch.addmm(self.bo, h, self.Wo, out=b["out"])
+        if self.model.pairs:
+            logw, lev = pair_levels(out, G[:, :1], self.g)
+            torch.exp(logw, out=w)
+            e.copy_(lev)
+            return
         K = self.model.components
         torch.softmax(out[:, :K], dim=-1, out=w)
         torch.sub(out[:, K:], G[:, :1], alpha=self.g, out=e)

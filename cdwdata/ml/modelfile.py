@@ -312,7 +312,8 @@ def _load_density(path, card: dict[str, Any], card_hash: str, verify_hash: bool)
         if levels:
             from cdwdata.ml.levels import LevelModel
 
-            model = LevelModel(hidden=layers[1:-1], components=K, params=params)
+            model = LevelModel(hidden=layers[1:-1], components=K, params=params,
+                               pairs=bool(arch.get("pairs", False)))
         else:
             model = DensityModel(hidden=layers[1:-1], params=params)
     model.load_weights(tensors)
