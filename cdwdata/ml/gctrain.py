@@ -368,8 +368,9 @@ def _train(data_paths, out_stem, hidden, epochs, batch_size, lr, loss, huber_del
                       if kind == "density" else
                       {"precisions": list(PRECISIONS), "default_precision": "float32",
                        "note": "one network evaluation per configuration; the mu solve is "
-                               "a Fermi sum over the stored levels; bf16 = hidden-to-hidden "
-                               "GEMMs in bfloat16, the first and last layers float32"}),
+                               "a Fermi sum over the stored levels; bf16 = every layer but "
+                               "the last in bfloat16 (the input rounded to bf16), the last "
+                               "layer, the bare level -g Q_i and the Fermi sums float32"}),
         "cdwdata_version": __version__, "created": modelfile.now(),
     }
     return modelfile.save(model, out_stem, card, overwrite=overwrite)

@@ -304,9 +304,9 @@ class LevelPlan:
         """The network as plain matrices. The input normalisation and the removal of the
         uniform shift are linear, so they fold exactly into the first layer:
         ``norm(G - G_0 a) W1^T + b1 = G W1' + b1'`` with ``W1' = P diag(1/std) W1^T``,
-        ``P = I - e_0 a^T`` and ``b1' = b1 - (mean / std) W1^T``. With bf16 the
-        hidden-to-hidden layers are bfloat16; the first and last layers (which set the level
-        energies) stay in the compute dtype."""
+        ``P = I - e_0 a^T`` and ``b1' = b1 - (mean / std) W1^T``. With bf16 every layer but
+        the last is bfloat16 (inputs rounded to bf16 too); the last layer and the bare level
+        ``-g Q_i`` stay in the compute dtype (benchmarks/README.md: "bf16 first layer")."""
         m = self.model
         lin = [x for x in m.mlp if isinstance(x, nn.Linear)]
         kw = {"dtype": torch.float64, "device": self.device}
@@ -316,9 +316,10 @@ class LevelPlan:
         P = torch.eye(m.n_features, **kw)
         P[0] -= m.shift.to(**kw)
         fold = {"dtype": self.dtype, "device": self.device}
-        self.W1 = (P @ (W1 / std[:, None])).to(**fold).contiguous()
-        self.b1 = (lin[0].bias.detach().to(**kw) - (mean / std) @ W1).to(**fold)
         hid = torch.bfloat16 if self.precision == "bf16" else self.dtype
+        self.W1 = (P @ (W1 / std[:, None])).to(dtype=hid, device=self.device).contiguous()
+        self.b1 = (lin[0].bias.detach().to(**kw) - (mean / std) @ W1).to(dtype=hid,
+                                                                          device=self.device)
         self.layers = [(x.weight.detach().T.contiguous().to(dtype=hid, device=self.device),
                         x.bias.detach().to(dtype=hid, device=self.device)) for x in lin[1:-1]]
         self.hidden_dtype = hid
@@ -358,11 +359,10 @@ class LevelPlan:
             def buf(width, dtype):
                 return torch.empty(n, width, dtype=dtype, device=self.device)
 
-            mixed = self.hidden_dtype != self.dtype and bool(self.layers)
-            width = self.W1.shape[1]
+            mixed = self.hidden_dtype != self.dtype
             self._act[n] = {
-                "first": buf(width, self.dtype),
-                "first_hidden": buf(width, self.hidden_dtype) if mixed else None,
+                "input": buf(self.W1.shape[0], self.hidden_dtype) if mixed else None,
+                "first": buf(self.W1.shape[1], self.hidden_dtype),
                 "hidden": [buf(W.shape[1], self.hidden_dtype) for W, _ in self.layers],
                 "cast": buf(self.Wo.shape[0], self.dtype) if mixed else None,
                 "out": buf(self.Wo.shape[1], self.dtype),
@@ -374,9 +374,8 @@ class LevelPlan:
         place: :meth:`LevelModel.levels` with the folded first layer."""
         b = self._buffers(G.shape[0])
         silu = nn.functional.silu
-        h = silu(torch.addmm(self.b1, G, self.W1, out=b["first"]), inplace=True)
-        if b["first_hidden"] is not None:
-            h = b["first_hidden"].copy_(h)
+        x = G if b["input"] is None else b["input"].copy_(G)
+        h = silu(torch.addmm(self.b1, x, self.W1, out=b["first"]), inplace=True)
         for (W, bias), dst in zip(self.layers, b["hidden"], strict=True):
             h = silu(torch.addmm(bias, h, W, out=dst), inplace=True)
         if b["cast"] is not None:
