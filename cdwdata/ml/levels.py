@@ -297,6 +297,7 @@ class LevelPlan:
         self.w: torch.Tensor | None = None
         self.e: torch.Tensor | None = None
         self._G: torch.Tensor | None = None
+        self._fermi: list[torch.Tensor] | None = None
         self._fold()
         self._act: dict[int, list[torch.Tensor]] = {}
 
@@ -382,21 +383,63 @@ class LevelPlan:
             h = b["cast"].copy_(h)
         out = torch.addmm(self.bo, h, self.Wo, out=b["out"])
         if self.model.pairs:
-            logw, lev = pair_levels(out, G[:, :1], self.g)
-            torch.exp(logw, out=w)
-            e.copy_(lev)
+            self._pair_head(out, G[:, :1], w, e, b)
             return
         K = self.model.components
         torch.softmax(out[:, :K], dim=-1, out=w)
         torch.sub(out[:, K:], G[:, :1], alpha=self.g, out=e)
 
+    def _pair_head(self, out, Q0, w, e, b) -> None:
+        """:func:`pair_levels` for inference, written into ``w`` and ``e`` (n, K) with the
+        weights directly, not their logs: ``w_up = (1 + d / r) / 2`` (absolute rounding
+        ~1e-7 where it is small, harmless in n), levels ``m +- r``."""
+        P = out.shape[1] // 4
+        logit, a, bb, V = out[:, :P], out[:, P:2 * P], out[:, 2 * P:3 * P], out[:, 3 * P:]
+        e_up, e_dn, w_up, w_dn = e[:, :P], e[:, P:], w[:, :P], w[:, P:]
+        torch.sub(a, bb, out=w_dn).mul_(0.5)  # d
+        torch.mul(w_dn, w_dn, out=e_dn).addcmul_(V, V).add_(1e-12).sqrt_()  # r
+        torch.add(a, bb, out=e_up).mul_(0.5).sub_(Q0, alpha=self.g)  # m
+        torch.div(w_dn, e_dn, out=w_up).mul_(0.5).add_(0.5)  # the site's share in m + r
+        e_dn.neg_().add_(e_up)  # m - r
+        e_up.mul_(2.0).sub_(e_dn)  # m + r
+        if "pair" not in b or b["pair"].shape[0] < w.shape[0]:
+            b["pair"] = torch.empty(w.shape[0], P, dtype=w.dtype, device=w.device)
+        share = torch.softmax(logit, dim=-1, out=b["pair"][:w.shape[0]])
+        w_dn.copy_(w_up).neg_().add_(1.0).mul_(share)
+        w_up.mul_(share)
+
     def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, dn/dmu)`` at ``mu`` (one per configuration): the Fermi sum over the stored
+        levels, in chunks of sites with kept scratch buffers (the (sites, K) temporaries of
+        a plain sum would leave the cache: 4x slower at 200x200 with 64 levels)."""
         if self.w is None:
             raise ModelError("LevelPlan.bind(G) must come first")
-        mu = torch.as_tensor(mu, dtype=self.dtype, device=self.device)
-        mu = mu.reshape(-1, *([1] * (len(self.lattice_shape) + 1)))
-        T = torch.tensor(self.T, dtype=self.dtype, device=self.device).reshape(1)
-        return fermi_sum(self.w, self.e, mu, T)
+        mu = torch.as_tensor(mu, dtype=self.dtype, device=self.device).reshape(-1)
+        B, K = self.w.shape[0], self.w.shape[-1]
+        w, e = self.w.view(B, -1, K), self.e.view(B, -1, K)
+        S = w.shape[1]
+        if mu.numel() == 1 and B > 1:
+            mu = mu.expand(B)
+        n = torch.empty(B, S, dtype=self.dtype, device=self.device)
+        dn = torch.empty_like(n)
+        C = self.chunk or S
+        if self._fermi is None or self._fermi[0].shape != (min(C, S), K):
+            self._fermi = [torch.empty(min(C, S), K, dtype=self.dtype, device=self.device)
+                           for _ in range(2)]
+        z, t = self._fermi
+        inv_T = 1.0 / self.T
+        for j in range(B):
+            for i in range(0, S, C):
+                ec, wc = e[j, i:i + C], w[j, i:i + C]
+                c = ec.shape[0]
+                s_, t_ = z[:c], t[:c]
+                torch.sub(mu[j], ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
+                torch.mul(wc, s_, out=t_)
+                torch.sum(t_, -1, out=n[j, i:i + C])
+                t_.mul_(s_.neg_().add_(1.0))  # w s (1 - s)
+                torch.sum(t_, -1, out=dn[j, i:i + C])
+        shape = (B, *self.lattice_shape)
+        return n.clamp_(0.0, 1.0).view(shape), dn.mul_(inv_T).view(shape)
 
     def density(self, mu: torch.Tensor) -> torch.Tensor:
         return self._at(mu)[0]
