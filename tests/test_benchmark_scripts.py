@@ -42,3 +42,22 @@ def test_tiered_gate_of_one_network_with_itself_is_that_network(tmp_path):
         assert abs(r["rmse_tiered"] - r["rmse_large"]) < 1e-12 and r["rmse_large"] > 0
     shares = [r["large_share"] for r in sorted(rows, key=lambda r: r["gate"])]
     assert shares == sorted(shares, reverse=True)  # a lower gate sends more sites up
+
+
+def test_gauss_levels_match_the_moments_and_become_exact():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from level_count import gauss_levels
+
+    r = np.random.default_rng(4)
+    eps = np.sort(r.normal(0, 2, 40))
+    p = r.random((3, 40))
+    p /= p.sum(1, keepdims=True)
+    for K in (1, 4, 8):
+        nodes, w = gauss_levels(eps, p, K)
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
+        for k in range(2 * K):  # a K-point Gauss rule integrates degree 2K - 1 exactly
+            np.testing.assert_allclose((w * nodes**k).sum(1), (p * eps**k).sum(1),
+                                       rtol=1e-8, atol=1e-8 * 2.0**k)
+    nodes, w = gauss_levels(eps, p, 40)  # as many nodes as atoms: the measure itself
+    f = lambda x: 1 / (1 + np.exp((x - 0.3) / 0.1))  # noqa: E731
+    np.testing.assert_allclose((w * f(nodes)).sum(1), (p * f(eps)).sum(1), atol=1e-9)
