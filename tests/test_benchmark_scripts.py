@@ -61,3 +61,26 @@ def test_gauss_levels_match_the_moments_and_become_exact():
     nodes, w = gauss_levels(eps, p, 40)  # as many nodes as atoms: the measure itself
     f = lambda x: 1 / (1 + np.exp((x - 0.3) / 0.1))  # noqa: E731
     np.testing.assert_allclose((w * f(nodes)).sum(1), (p * f(eps)).sum(1), atol=1e-9)
+
+
+def test_open_cluster_oracle_limits():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from cluster_oracle import cluster_density
+    from scipy.special import expit
+
+    from cdwdata.params import HolsteinParams
+
+    params = HolsteinParams()
+    Q = np.random.default_rng(2).normal(0, 1.5, (8, 8))
+    mu, T = 0.3, 0.2
+    # a one-site cluster is the bare level
+    np.testing.assert_allclose(cluster_density(Q, mu, T, params, 0),
+                               expit((mu + params.g * Q) / T), atol=1e-12)
+    # the five-site star around (3, 4), written out by hand
+    x, y = 3, 4
+    sites = [(x, y), (x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)]
+    H = np.diag([-params.g * Q[a, b] for a, b in sites])
+    H[0, 1:] = H[1:, 0] = -params.t
+    ev, V = np.linalg.eigh(H)
+    want = float((V[0] ** 2 * expit((mu - ev) / T)).sum())
+    assert abs(cluster_density(Q, mu, T, params, 1)[x, y] - want) < 1e-12
