@@ -20,7 +20,7 @@ from cdwdata.errors import CatalogError
 from cdwdata.ml.forcefield import aliases
 
 #: The default shipped model (the holstein aliases point at it).
-DEFAULT = "holstein-gc-v9"
+DEFAULT = "holstein-gc-v10"
 
 # entries are named after the store's path relative to the scanned folder (data/)
 TRAJ_A, A_FILE = "runs-quench-a", "quench-a.zarr"  # T = 0.1, f = 0.5, a real (tiny) ED run
@@ -402,16 +402,18 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         (name,) = hits
         assert hits[name].read()["alpha"].dims == ("T", "f")
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
-        # two shipped models, both grand canonical: the default (behind the holstein aliases)
-        # and the one the paper-scale preset names; each card is what its entry describes
+        # three shipped models, all grand canonical: the default (behind the holstein
+        # aliases), the density network it replaced, and the one the paper-scale preset
+        # names; each card is what its entry describes
         models = catalog.search(cat, kind="model")
-        assert sorted(models) == ["holstein-gc-v5", DEFAULT], path
+        assert sorted(models) == sorted(["holstein-gc-v5", "holstein-gc-v9", DEFAULT]), path
         assert aliases()["holstein"] == DEFAULT
         for name in models:
             meta = catalog.metadata(cat, name)
             card = models[name].read()
             assert isinstance(card, dict) and card["name"] == meta["model"] == name
-            assert (meta["model_kind"], meta["grand_canonical"]) == ("density", True)
+            assert meta["model_kind"] == card["kind"] and meta["grand_canonical"] is True
+            assert meta["model_kind"] == ("levels" if name == DEFAULT else "density")
             assert meta["f"] == meta["f_range"] == card["filling_range"]
             assert meta["T"] == meta["T_range"] == card["temperature_range"]
             assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
@@ -431,7 +433,7 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
             assert kinds.count("domain-size") >= 1 and "model" not in kinds, (f, kinds)
         rows = catalog.table(models, columns=("model_kind", "f", "T")).splitlines()[1:]
         assert sorted(r.split()[0] for r in rows) == sorted(models)
-        assert all(r.split()[1:] == ["density", "0.25..0.55", "0.1..0.3"] for r in rows)
+        assert all(r.split()[2:] == ["0.25..0.55", "0.1..0.3"] for r in rows)
 
 
 def test_grand_canonical_model_cards_cover_ranges(cat_path, tmp_path):
