@@ -200,22 +200,14 @@ class LevelModel(nn.Module):
             raise ModelError(f"cannot split a model with layers {smaller.sizes} into layers "
                              f"{self.sizes}: same hidden layers and a multiple of its "
                              f"{k} levels needed")
-        if not torch.equal(self.coupling, smaller.coupling):
-            raise ModelError("cannot split a model made for other (g, k, kappa)")
         m = K // k
-        mine = [x for x in self.mlp if isinstance(x, nn.Linear)]
-        theirs = [x for x in smaller.mlp if isinstance(x, nn.Linear)]
+        a, b = self._take_hidden(smaller)
         with torch.no_grad():
-            for a, b in zip(mine[:-1], theirs[:-1], strict=True):
-                a.weight.copy_(b.weight)
-                a.bias.copy_(b.bias)
-            a, b = mine[-1], theirs[-1]
             a.weight[:K] = b.weight[:k].repeat_interleave(m, 0)
             a.bias[:K] = b.bias[:k].repeat_interleave(m, 0)
             a.weight[K:] = b.weight[k:].repeat_interleave(m, 0)
             offsets = torch.linspace(-spread, spread, m) if m > 1 else torch.zeros(1)
             a.bias[K:] = b.bias[k:].repeat_interleave(m, 0) + offsets.repeat(k)
-        self.input_norm.load_state_dict(smaller.input_norm.state_dict())
 
     def pairs_from(self, plain: LevelModel) -> None:
         """Start this pair model (``2 K`` levels) from the plain level model ``plain``
@@ -229,16 +221,9 @@ class LevelModel(nn.Module):
                              f"{plain.sizes[1:-1]} starts from a plain level model with {P} "
                              f"levels and the same hidden layers (got {plain.sizes}, "
                              f"pairs={plain.pairs})")
-        if not torch.equal(self.coupling, plain.coupling):
-            raise ModelError("cannot start from a model made for other (g, k, kappa)")
         gap, V = PAIR_START
-        mine = [x for x in self.mlp if isinstance(x, nn.Linear)]
-        theirs = [x for x in plain.mlp if isinstance(x, nn.Linear)]
+        a, b = self._take_hidden(plain)
         with torch.no_grad():
-            for a, b in zip(mine[:-1], theirs[:-1], strict=True):
-                a.weight.copy_(b.weight)
-                a.bias.copy_(b.bias)
-            a, b = mine[-1], theirs[-1]
             a.weight[:2 * P] = b.weight  # logits, then the site levels a_p = D_k
             a.bias[:2 * P] = b.bias
             a.weight[2 * P:3 * P] = b.weight[P:]
@@ -246,7 +231,20 @@ class LevelModel(nn.Module):
             a.bias[2 * P:3 * P] = b.bias[P:] + gap * sign
             a.weight[3 * P:] = 0.0
             a.bias[3 * P:] = V
-        self.input_norm.load_state_dict(plain.input_norm.state_dict())
+
+    def _take_hidden(self, other: LevelModel) -> tuple[nn.Linear, nn.Linear]:
+        """Copy ``other``'s input statistics and every layer but the last (the caller has
+        checked the widths); return this model's and ``other``'s output layers."""
+        if not torch.equal(self.coupling, other.coupling):
+            raise ModelError("cannot start from a model made for other (g, k, kappa)")
+        mine = [x for x in self.mlp if isinstance(x, nn.Linear)]
+        theirs = [x for x in other.mlp if isinstance(x, nn.Linear)]
+        with torch.no_grad():
+            for a, b in zip(mine[:-1], theirs[:-1], strict=True):
+                a.weight.copy_(b.weight)
+                a.bias.copy_(b.bias)
+        self.input_norm.load_state_dict(other.input_norm.state_dict())
+        return mine[-1], theirs[-1]
 
     def fit_normalization(self, G: torch.Tensor, mu: torch.Tensor, T: torch.Tensor) -> None:
         """Input statistics from sample rows ``G (N, F)`` (mu and T are not inputs)."""
@@ -299,7 +297,7 @@ class LevelPlan:
         self._G: torch.Tensor | None = None
         self._fermi: list[torch.Tensor] | None = None
         self._fold()
-        self._act: dict[int, list[torch.Tensor]] = {}
+        self._act: dict[int, dict] = {}
 
     def _fold(self) -> None:
         """The network as plain matrices. The input normalisation and the removal of the
@@ -367,6 +365,7 @@ class LevelPlan:
                 "hidden": [buf(W.shape[1], self.hidden_dtype) for W, _ in self.layers],
                 "cast": buf(self.Wo.shape[0], self.dtype) if mixed else None,
                 "out": buf(self.Wo.shape[1], self.dtype),
+                "pair": buf(self.Wo.shape[1] // 4, self.dtype) if self.model.pairs else None,
             }
         return self._act[n]
 
@@ -402,9 +401,7 @@ class LevelPlan:
         torch.div(w_dn, e_dn, out=w_up).mul_(0.5).add_(0.5)  # the site's share in m + r
         e_dn.neg_().add_(e_up)  # m - r
         e_up.mul_(2.0).sub_(e_dn)  # m + r
-        if "pair" not in b or b["pair"].shape[0] < w.shape[0]:
-            b["pair"] = torch.empty(w.shape[0], P, dtype=w.dtype, device=w.device)
-        share = torch.softmax(logit, dim=-1, out=b["pair"][:w.shape[0]])
+        share = torch.softmax(logit, dim=-1, out=b["pair"])
         w_dn.copy_(w_up).neg_().add_(1.0).mul_(share)
         w_up.mul_(share)
 
