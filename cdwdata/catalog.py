@@ -89,6 +89,7 @@ from intake.readers.readers import FileReader, FileTextReader, XArrayDatasetRead
 
 from cdwdata import schema
 from cdwdata.errors import CatalogError
+from cdwdata.ml.options import GC_KINDS
 
 #: Kinds of artifacts an entry can describe.
 KINDS = ("training-set", "trajectory", "order-parameter", "structure-factor", "domain-size",
@@ -498,7 +499,7 @@ def model_metadata(card_path: str | os.PathLike) -> dict[str, Any]:
         "forcefield": name,
         "model_kind": model_kind,
         "architecture": model_kind,  # the same, under the name older catalogs used
-        "grand_canonical": bool(card.get("grand_canonical")) or model_kind in ("density", "levels"),
+        "grand_canonical": bool(card.get("grand_canonical")) or model_kind in GC_KINDS,
     }
     if f_range:
         meta["f_range"] = f_range

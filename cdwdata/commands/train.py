@@ -12,7 +12,7 @@ from cdwdata.commands import command_line
 
 
 def configure(p) -> None:
-    from cdwdata.ml.options import KINDS, SCHEDULES, TARGETS
+    from cdwdata.ml.options import GC_KINDS, KINDS, SCHEDULES, TARGETS
 
     p.add_argument("--data", required=True, nargs="+",
                    help="ED training store(s) (cdw ed-dataset output); several are joined, "
@@ -22,7 +22,7 @@ def configure(p) -> None:
     p.add_argument("--out", required=True,
                    help="output model: a path (writes PATH.safetensors + PATH.json) or a bare "
                         "name (written to the shipped-models folder cdwdata/ml/models)")
-    p.add_argument("--kind", choices=(*KINDS, "density", "levels"), default="force",
+    p.add_argument("--kind", choices=(*KINDS, *GC_KINDS), default="force",
                    help="direct force model (paper, default), Behler-Parrinello energy model, "
                         "or a grand-canonical model (n_i at given mu and T; needs cdw "
                         "gc-dataset stores): density (mu, T as inputs) or levels (learned "
@@ -86,7 +86,9 @@ def _architectures() -> dict:
 
 
 def run(args) -> int:
-    if args.kind in ("density", "levels"):
+    from cdwdata.ml.options import GC_KINDS
+
+    if args.kind in GC_KINDS:
         return _run_density(args)
     if args.f is None:
         from cdwdata.errors import ParameterError

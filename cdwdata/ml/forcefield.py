@@ -17,6 +17,7 @@ import torch
 from cdwdata.errors import ModelError, ParameterError
 from cdwdata.forcefields import ForceField
 from cdwdata.ml import modelfile
+from cdwdata.ml.options import GC_KINDS
 from cdwdata.params import HolsteinParams, check_filling, check_lattice_shape
 
 #: Folder of the models shipped with the package.
@@ -391,9 +392,6 @@ ACTIVE_SLOPE = 1e-3
 #: Filling tolerance of the mu solve with bf16 hidden layers (the rest is removed in linear
 #: response, see :meth:`GrandCanonicalForceField.solve`).
 BF16_RTOL = 2e-5
-
-#: Model kinds with a local density at a given (mu, T), solved for the filling.
-GC_KINDS = ("density", "levels")
 
 #: Shipped names that select a grand-canonical model (see :func:`_alias`).
 ALIASES_FILE = "aliases.json"

@@ -28,7 +28,7 @@ from cdwdata._version import __version__
 from cdwdata.errors import InputError, ModelError, ParameterError
 from cdwdata.ml import modelfile
 from cdwdata.ml.gcmodel import HIDDEN, DensityModel
-from cdwdata.ml.options import PRECISIONS
+from cdwdata.ml.options import GC_KINDS, PRECISIONS
 from cdwdata.ml.train import output_path, torch_threads
 from cdwdata.params import HolsteinParams
 
@@ -38,7 +38,6 @@ from cdwdata.params import HolsteinParams
 LOSSES = ("bce", "mse", "huber")
 #: The grand-canonical model kinds: ``density`` (mu and T as network inputs, sigmoid output)
 #: and ``levels`` (learned local levels, mu and T only in the Fermi functions).
-GC_KINDS = ("density", "levels")
 #: Consecutive frames held out together when a quench origin has too few runs to split.
 FRAME_BLOCK = 5
 #: Densities strictly inside this interval count as fractional for importance sampling.

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cdwdata.errors import ModelError
+from cdwdata.ml.options import GC_KINDS
 
 #: Identifies the card format; bump when its meaning changes.
 CARD_FORMAT = "cdwdata-model/1"
@@ -217,7 +218,7 @@ def load(path: str | os.PathLike, verify_hash: bool = True):
     from cdwdata.ml.model import ForceModel
 
     card, card_hash = read_card(path)
-    if card["kind"] in ("density", "levels"):
+    if card["kind"] in GC_KINDS:
         return _load_density(path, card, card_hash, verify_hash)
     tensors = read_weights(path, card["weights_sha256"] if verify_hash else None)
     arch = card["architecture"]

@@ -25,6 +25,9 @@ COMPUTE_DTYPES = ("float32", "float64")
 #: Precisions of the hidden layers of a grand-canonical model at inference
 #: (:mod:`cdwdata.ml.inference`).
 PRECISIONS = ("float32", "bf16")
+#: Grand-canonical model kinds (a local density at a given (mu, T), solved for the filling):
+#: the density network (:mod:`cdwdata.ml.gcmodel`) and learned levels (:mod:`cdwdata.ml.levels`).
+GC_KINDS = ("density", "levels")
 
 
 def check_precision(precision: str, dtype) -> str:
