@@ -188,13 +188,26 @@ class GrandCanonicalForceField(MLForceField):
     """
 
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
-                 dtype: Any = torch.float32, path=None, precision: str = "float32") -> None:
+                 dtype: Any = torch.float32, path=None, precision: str = "float32",
+                 cluster: Any = None) -> None:
         super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
+        from cdwdata.ml.cluster import ClusterSpec
         from cdwdata.ml.options import check_precision
         from cdwdata.params import check_temperature
 
         check_precision(precision, self.dtype)
         self.precision = precision
+        #: open-cluster refinement (:mod:`cdwdata.ml.cluster`): the card's, unless overridden
+        if cluster is None:
+            cluster = ClusterSpec.from_card(card.get("inference", {}).get("cluster"))
+        elif cluster is False:
+            cluster = None
+        elif isinstance(cluster, dict):
+            cluster = ClusterSpec(**cluster)
+        if cluster is not None and model.kind != "levels":
+            raise ModelError(f"model {self.name!r} ({model.kind}) has no levels to refine "
+                             f"with a cluster")
+        self.cluster = cluster
 
         self.f = check_filling(f)
         self.T = check_temperature(T)
@@ -234,7 +247,14 @@ class GrandCanonicalForceField(MLForceField):
             else:
                 from cdwdata.ml.inference import DensityPlan as Plan
 
-            self._plan = Plan(self.model, self.T, self.precision, self.dtype, self._device)
+            extra = {}
+            if self.cluster is not None:
+                from cdwdata.ml.cluster import ClusterLevels
+
+                extra["cluster"] = ClusterLevels(self.cluster, self.params.g, self.params.t,
+                                                 dtype=self.dtype, device=self._device)
+            self._plan = Plan(self.model, self.T, self.precision, self.dtype, self._device,
+                              **extra)
         return self._plan
 
     def solve(self, Q: torch.Tensor, mu_hint=None):
@@ -267,6 +287,12 @@ class GrandCanonicalForceField(MLForceField):
             plan.bind(self.model.features(Qm, plan.feature_buffer(Qm.shape)))
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
             done = None
+            if self.cluster is not None:
+                # the sites to refine are chosen around the hint or the network's own mu
+                ref = (mu_hint if mu_hint is not None else self._bracketed(
+                    plan, torch.full((B,), self.mu_start, dtype=torch.float64,
+                                     device=self._device), target)[1])
+                plan.refine(torch.as_tensor(ref, dtype=torch.float64).reshape(B))
             if mu_hint is not None:
                 mu0 = torch.as_tensor(mu_hint, dtype=torch.float64).to(self._device).reshape(B)
                 done = self._linear_step(plan, mu0, target)
@@ -360,23 +386,50 @@ class GrandCanonicalForceField(MLForceField):
         F = self.params.g * (n - 0.5) + self.params.elastic_force(Q.detach())
         return F, n, mu.to(Q.device)
 
-    def density_at(self, Q: Any, mu, T: float | None = None):
-        """Model densities at a fixed chemical potential, numpy ``(..., L, L)`` in and out."""
+    def density_at(self, Q: Any, mu, T: float | None = None, select_mu=None):
+        """Model densities at a fixed chemical potential, numpy ``(..., L, L)`` in and out.
+
+        With a cluster refinement the refined sites are chosen around ``select_mu`` (default:
+        ``mu``); at one choice of sites every density is non-decreasing in mu."""
         import numpy as np
 
         from cdwdata.params import check_configuration
 
         Qn = check_configuration(Q)
+        if self.cluster is not None:
+            return self._refined_density_at(Qn, mu, T, mu if select_mu is None else select_mu)
         with torch.no_grad():
             n = self.model.density_at(torch.as_tensor(Qn, dtype=self.dtype, device=self._device),
                                       torch.as_tensor(np.broadcast_to(mu, Qn.shape[:-2]).copy()),
                                       self.T if T is None else float(T))
         return n.cpu().numpy().astype(np.float64)
 
+    def _refined_density_at(self, Qn, mu, T, select_mu):
+        """:meth:`density_at` through the plan, with the cluster refinement at ``mu``."""
+        import numpy as np
+
+        if T is not None and not math.isclose(float(T), self.T):
+            raise ModelError(f"{self.name!r} refines at its own T={self.T}; asked for T={T}")
+        lead, shape = Qn.shape[:-2], Qn.shape[-2:]
+        Qm = torch.as_tensor(Qn, dtype=self.dtype, device=self._device).reshape(-1, *shape)
+        def per_config(x):
+            return torch.as_tensor(np.broadcast_to(x, lead).copy(),
+                                   dtype=torch.float64).reshape(-1)
+
+        mu = per_config(mu)
+        with torch.no_grad():
+            plan = self.plan()
+            plan.bind(self.model.features(Qm, plan.feature_buffer(Qm.shape)))
+            plan.refine(per_config(select_mu))
+            n = plan.density(mu.to(self.dtype))
+        return n.reshape(Qn.shape).cpu().numpy().astype(np.float64)
+
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
         out.update({"electron_T": self.T, "grand_canonical": 1,
                     "ml_precision": self.precision})
+        if self.cluster is not None:
+            out["ml_cluster"] = self.cluster.to_dict()
         return out
 
 
@@ -437,7 +490,7 @@ def aliases() -> dict[str, str]:
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
                f: float | None = None, device: Any = None,
                dtype: Any = torch.float32, T: float | None = None,
-               precision: str = "float32") -> MLForceField:
+               precision: str = "float32", cluster: Any = None) -> MLForceField:
     """Load a shipped or saved ML force field.
 
     Parameters
@@ -462,6 +515,10 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
     precision : {"float32", "bf16"}
         Grand-canonical models: precision of the hidden-to-hidden layers (the layers that see
         mu and the output stay float32).
+    cluster : None, False, dict or ClusterSpec
+        Level models: exact open-cluster levels at the sites with a level near mu
+        (:mod:`cdwdata.ml.cluster`). None (default) uses the card's ``inference.cluster``
+        entry, False turns it off, a dict or :class:`~cdwdata.ml.cluster.ClusterSpec` sets it.
 
     Returns
     -------
@@ -479,7 +536,7 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
             f_alias if f_alias is not None else float(card["filling"]))
         ff = GrandCanonicalForceField(model, card, card_hash, f=f_use,
                                       T=0.1 if T is None else T, device=device, dtype=dtype,
-                                      path=path, precision=precision)
+                                      path=path, precision=precision, cluster=cluster)
         if alias is not None:
             ff.name = modelfile.stem(str(name_or_path)).name
             ff.model_file = card["name"]

@@ -38,8 +38,9 @@ DMU, DN_TOL = 0.01, 1e-5
 
 def _monotonicity(ff, Q: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """Per site: does the model's n_i fall when mu rises by DMU? (Exact: never.)"""
-    lo = ff.density_at(Q, mu - 0.5 * DMU)
-    hi = ff.density_at(Q, mu + 0.5 * DMU)
+    pick = {"select_mu": mu} if getattr(ff, "cluster", None) is not None else {}
+    lo = ff.density_at(Q, mu - 0.5 * DMU, **pick)
+    hi = ff.density_at(Q, mu + 0.5 * DMU, **pick)
     return (hi - lo < -DN_TOL).ravel()
 
 

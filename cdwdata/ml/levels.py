@@ -281,7 +281,7 @@ class LevelPlan:
     """
 
     def __init__(self, model: LevelModel, T: float, precision: str = "float32",
-                 dtype: torch.dtype = torch.float32, device="cpu"):
+                 dtype: torch.dtype = torch.float32, device="cpu", cluster=None):
         from cdwdata.ml.options import check_precision
 
         check_precision(precision, dtype)
@@ -298,6 +298,12 @@ class LevelPlan:
         self._fermi: list[torch.Tensor] | None = None
         self._fold()
         self._act: dict[int, dict] = {}
+        #: exact open-cluster levels at the uncertain sites
+        #: (:class:`cdwdata.ml.cluster.ClusterLevels`), or None
+        self.cluster = cluster
+        if cluster is not None and cluster.M > model.components:
+            raise ModelError(f"a {cluster.M}-site cluster needs at least {cluster.M} levels "
+                             f"per site; the model has {model.components}")
 
     def _fold(self) -> None:
         """The network as plain matrices. The input normalisation and the removal of the
@@ -350,7 +356,20 @@ class LevelPlan:
             for i in range(0, S, C):
                 self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C])
         self.evaluations += 1
+        self._rows = rows
         return self
+
+    def refine(self, mu) -> int:
+        """Replace the network's levels by the exact open cluster's at the sites the
+        cluster spec selects around ``mu`` (one per configuration); returns how many.
+        A no-op without a cluster spec."""
+        if self.cluster is None:
+            return 0
+        if self.w is None:
+            raise ModelError("LevelPlan.bind(G) must come first")
+        B, K = self.w.shape[0], self.w.shape[-1]
+        return self.cluster.refine(self._rows, self.w.view(B, -1, K), self.e.view(B, -1, K),
+                                   mu)
 
     def _buffers(self, n: int) -> dict:
         """Activation buffers for ``n`` rows, made once per chunk size."""

@@ -1,0 +1,154 @@
+"""Exact open-cluster levels for the sites where a level model is least sure.
+
+A level model (:mod:`cdwdata.ml.levels`) stores per site the local density of states as
+``K`` weighted levels. Its error is concentrated at the few sites with a sharp level near
+mu, where several nearly degenerate local levels of a rough landscape cross (measured:
+``benchmarks/README.md``, "What a network would have to do"). There the density is, to
+~1e-3, that of the Hamiltonian cut to a small open cluster around the site; this module
+diagonalises that cluster for exactly those sites and hands back its levels and the site's
+weights, which replace the network's in the same Fermi sums.
+
+The cluster of radius ``r2`` (all sites with ``|r - r_i|^2 <= r2``, ``r2 <= 13``) lies
+inside the descriptor's neighbourhood. Its on-site energies ``-g Q_j`` are rebuilt from the
+descriptor itself (the IR map is orthonormal: ``v = M^T G`` are the neighbourhood values in
+the site's standard frame), so the refined density is a function of the D4-invariant
+features (invariant up to the rounding of a matrix product, as the network's output is) and
+exactly local at fixed mu and T.
+
+Which sites: those where the network's levels within ``window`` of the reference mu carry a
+total weight above ``weight``. At fixed ``(mu, T)`` the model stays a local map; the choice
+of sites depends on the reference mu (the previous Langevin step's, or the network's own
+solve), which moves by 1e-3..1e-2 per step against a window of a few T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from cdwdata.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How a level model is refined: cluster radius squared ``r2`` (lattice units, at most
+    13, the descriptor's cutoff), and the selection: sites whose network levels within
+    ``window`` of mu carry more than ``weight``."""
+
+    r2: float = 8.0
+    window: float = 0.3
+    weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.r2 <= 13.0:
+            raise ModelError(f"cluster r2 must lie in 1..13 (the descriptor's cutoff), "
+                             f"got {self.r2}")
+        if not self.window > 0.0:
+            raise ModelError(f"cluster window must be positive, got {self.window}")
+        if not 0.0 <= self.weight < 1.0:
+            raise ModelError(f"cluster weight threshold must lie in [0, 1), got {self.weight}")
+
+    @classmethod
+    def from_card(cls, entry) -> ClusterSpec | None:
+        """The spec of a card's ``inference.cluster`` entry (None when absent)."""
+        if not entry:
+            return None
+        return cls(**{k: float(entry[k]) for k in ("r2", "window", "weight") if k in entry})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def sites(self) -> int:
+        """Number of sites in the cluster."""
+        return len(_cluster_rows(self.r2))
+
+
+@lru_cache(maxsize=8)
+def _cluster_rows(r2: float) -> tuple[int, ...]:
+    """Indices into :data:`cdwdata.descriptor.NEIGHBOUR_OFFSETS` of the sites within r2."""
+    from cdwdata.descriptor import NEIGHBOUR_OFFSETS
+
+    d2 = (NEIGHBOUR_OFFSETS ** 2).sum(1)
+    return tuple(int(k) for k in np.nonzero(d2 <= r2 + 1e-9)[0])
+
+
+@lru_cache(maxsize=8)
+def _geometry(r2: float, t: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(R, H0, centre)``: R (M, 45) rebuilds the cluster's values from the features,
+    H0 (M, M) is the open-boundary hopping, ``centre`` the site's row."""
+    from cdwdata.descriptor import NEIGHBOUR_OFFSETS, ir_matrix
+
+    rows = list(_cluster_rows(r2))
+    R = ir_matrix().T[rows]  # v = M^T G
+    offs = [tuple(NEIGHBOUR_OFFSETS[k]) for k in rows]
+    where = {o: i for i, o in enumerate(offs)}
+    H0 = np.zeros((len(rows), len(rows)))
+    for (dx, dy), i in where.items():
+        for ex, ey in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            j = where.get((dx + ex, dy + ey))
+            if j is not None:
+                H0[i, j] = -t
+    return R, H0, where[(0, 0)]
+
+
+class ClusterLevels:
+    """Levels and site weights of the open cluster around each site, from its features."""
+
+    def __init__(self, spec: ClusterSpec, g: float, t: float, dtype=torch.float32,
+                 device="cpu") -> None:
+        self.spec = spec
+        self.g = float(g)
+        R, H0, self.centre = _geometry(float(spec.r2), float(t))
+        kw = {"dtype": dtype, "device": device}
+        # the on-site energies -g v straight from the features
+        self.R = torch.as_tensor(-self.g * R, **kw).T.contiguous()  # (45, M)
+        self.H0 = torch.as_tensor(H0, **kw)
+        self.M = H0.shape[0]
+        #: sites refined by the last :meth:`refine` (all configurations together)
+        self.last_count = 0
+
+    def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w, e)`` (n, M) of feature rows ``G`` (n, 45): the cluster's eigenvalues and the
+        site's weight in each (they sum to 1)."""
+        H = self.H0.expand(G.shape[0], self.M, self.M).clone()
+        torch.matmul(G.to(self.R.dtype), self.R, out=H.diagonal(dim1=1, dim2=2))
+        e, V = torch.linalg.eigh(H)
+        return V[:, self.centre, :].square(), e
+
+    def select(self, w: torch.Tensor, e: torch.Tensor, mu: float) -> torch.Tensor:
+        """Row indices whose levels within the window of ``mu`` weigh more than the
+        threshold (``w``, ``e``: (n, K))."""
+        near = torch.where((e - mu).abs_() < self.spec.window, w, 0.0).sum(-1)
+        return torch.nonzero(near > self.spec.weight).reshape(-1)
+
+    def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu) -> int:
+        """Overwrite, in place, the levels ``e`` and weights ``w`` (B, S, K) of the selected
+        sites of every configuration with their cluster's (padded with empty levels);
+        ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration. Returns
+        the number of sites refined."""
+        K = w.shape[-1]
+        if K < self.M:
+            raise ModelError(f"a {self.M}-site cluster needs at least {self.M} levels per "
+                             f"site; the model has {K}")
+        mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
+        count = 0
+        for b in range(w.shape[0]):
+            rows = self.select(w[b], e[b], float(mu[b if mu.numel() > 1 else 0]))
+            if rows.numel() == 0:
+                continue
+            cw, ce = self.levels(G[b, rows])
+            pad_w = torch.zeros(rows.numel(), K, dtype=w.dtype, device=w.device)
+            pad_e = torch.zeros_like(pad_w)
+            pad_w[:, :self.M] = cw.to(w.dtype)
+            pad_e[:, :self.M] = ce.to(e.dtype)
+            # empty levels sit at the cluster's lowest: weight 0, no effect on any sum
+            pad_e[:, self.M:] = ce[:, :1].to(e.dtype)
+            w[b, rows] = pad_w
+            e[b, rows] = pad_e
+            count += rows.numel()
+        self.last_count = count
+        return count

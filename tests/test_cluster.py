@@ -1,0 +1,175 @@
+"""Open-cluster refinement of a level model (cdwdata.ml.cluster).
+
+Cross-checked against a direct construction of the cluster Hamiltonian from Q; exact limits
+(no hopping, weights summing to one); D4 invariance at fixed mu (to rounding, as the level model itself); the selection;
+the spec's validation; and, through the shipped model that uses it, electron conservation in
+Langevin steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import expit
+
+from cdwdata import HolsteinParams, Lattice, ModelError
+from cdwdata.ml.cluster import ClusterLevels, ClusterSpec
+from cdwdata.ml.forcefield import load_model
+from cdwdata.ml.levels import LevelModel, LevelPlan
+
+L = 8
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PARAMS = HolsteinParams()
+
+
+def _direct_cluster_density(Q: np.ndarray, mu: float, T: float, r2: float, t: float,
+                            g: float) -> np.ndarray:
+    """n_i of the open cluster |r - r_i|^2 <= r2 around every site, built from Q directly."""
+    n = Q.shape[-1]
+    reach = int(np.floor(np.sqrt(r2)))
+    offs = [(dx, dy) for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)
+            if dx * dx + dy * dy <= r2]
+    where = {o: k for k, o in enumerate(offs)}
+    out = np.empty_like(Q)
+    for x in range(n):
+        for y in range(n):
+            H = np.zeros((len(offs), len(offs)))
+            for (dx, dy), k in where.items():
+                H[k, k] = -g * Q[(x + dx) % n, (y + dy) % n]
+                for ex, ey in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    j = where.get((dx + ex, dy + ey))
+                    if j is not None:
+                        H[k, j] = -t
+            e, V = np.linalg.eigh(H)
+            out[x, y] = (V[where[(0, 0)]] ** 2 * expit((mu - e) / T)).sum()
+    return out
+
+
+def _features(Q: np.ndarray) -> torch.Tensor:
+    from cdwdata.descriptor import features_torch
+
+    return features_torch(torch.as_tensor(Q, dtype=torch.float64))
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), r2=st.sampled_from([1.0, 2.0, 4.0, 5.0, 8.0, 13.0]),
+       mu=st.floats(-4.0, 4.0), T=st.floats(0.05, 0.3))
+def test_cluster_levels_from_the_features_are_the_open_cluster_of_the_neighbourhood(
+        seed, r2, mu, T):
+    Q = np.random.default_rng(seed).normal(0.0, 1.5, (L, L))
+    cl = ClusterLevels(ClusterSpec(r2=r2), PARAMS.g, PARAMS.t, dtype=torch.float64)
+    w, e = cl.levels(_features(Q).reshape(-1, 45))
+    np.testing.assert_allclose(w.sum(-1).numpy(), 1.0, atol=1e-12)
+    n = (w * torch.sigmoid((mu - e) / T)).sum(-1).reshape(L, L).numpy()
+    np.testing.assert_allclose(n, _direct_cluster_density(Q, mu, T, r2, PARAMS.t, PARAMS.g),
+                               atol=1e-10)
+    assert cl.M == ClusterSpec(r2=r2).sites
+
+
+def test_without_hopping_the_cluster_is_the_bare_site(rng):
+    Q = rng.normal(0.0, 1.0, (L, L))
+    cl = ClusterLevels(ClusterSpec(r2=5.0), PARAMS.g, 0.0, dtype=torch.float64)
+    w, e = cl.levels(_features(Q).reshape(-1, 45))
+    top = w.argmax(-1)
+    np.testing.assert_allclose(w.max(-1).values.numpy(), 1.0, atol=1e-12)
+    np.testing.assert_allclose(e.gather(1, top[:, None]).squeeze(1).numpy(),
+                               -PARAMS.g * Q.ravel(), atol=1e-12)
+
+
+def _random_level_model(K: int = 48) -> LevelModel:
+    torch.manual_seed(1)
+    m = LevelModel(hidden=(16, 8), components=K).double()
+    with torch.no_grad():
+        for p in m.mlp.parameters():
+            p.normal_(0.0, 0.5)
+    return m.eval()
+
+
+def _refined_plan(m, spec) -> LevelPlan:
+    return LevelPlan(m, 0.1, dtype=torch.float64,
+                     cluster=ClusterLevels(spec, PARAMS.g, PARAMS.t, dtype=torch.float64))
+
+
+def test_refinement_replaces_the_selected_sites_and_is_d4_invariant(rng):
+    m = _random_level_model()
+    spec = ClusterSpec(r2=8.0, window=0.5, weight=0.05)
+    Q = rng.normal(0.0, 1.5, (L, L))
+    mu = torch.tensor([0.3], dtype=torch.float64)
+    plain = LevelPlan(m, 0.1, dtype=torch.float64).bind(_features(Q[None]))
+    n_net = plain.density(mu)[0].numpy()
+    plan = _refined_plan(m, spec).bind(_features(Q[None]))
+    count = plan.refine(mu)
+    n = plan.density(mu)[0].numpy()
+    exact = _direct_cluster_density(Q, 0.3, 0.1, 8.0, PARAMS.t, PARAMS.g)
+    picked = np.abs(n - n_net) > 0
+    assert 0 < count < L * L and picked.sum() <= count
+    np.testing.assert_allclose(n[picked], exact[picked], atol=1e-10)
+    lat = Lattice(L)
+    for op in range(8):
+        rot = _refined_plan(m, spec).bind(_features(lat.apply_d4(Q, op)[None]))
+        assert rot.refine(mu) == count
+        np.testing.assert_allclose(rot.density(mu)[0].numpy(), lat.apply_d4(n, op),
+                                   atol=1e-12)
+
+
+def test_the_selection_follows_the_window_and_the_weight(rng):
+    m = _random_level_model()
+    Q = rng.normal(0.0, 1.5, (L, L))
+    mu = torch.tensor([0.0], dtype=torch.float64)
+    every = _refined_plan(m, ClusterSpec(r2=5.0, window=1e3, weight=0.0))
+    every.bind(_features(Q[None]))
+    assert every.refine(mu) == L * L
+    np.testing.assert_allclose(every.density(mu)[0].numpy(),
+                               _direct_cluster_density(Q, 0.0, 0.1, 5.0, PARAMS.t, PARAMS.g),
+                               atol=1e-10)
+    none = _refined_plan(m, ClusterSpec(r2=5.0, window=1e-9, weight=0.5))
+    none.bind(_features(Q[None]))
+    assert none.refine(mu) == 0
+    with pytest.raises(ModelError, match="needs at least 21 levels"):
+        _refined_plan(_random_level_model(K=16), ClusterSpec(r2=5.0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(r2=st.floats(-5.0, 30.0), window=st.floats(-1.0, 2.0), weight=st.floats(-0.5, 1.5))
+def test_cluster_spec_accepts_only_what_it_can_do(r2, window, weight):
+    ok = 1.0 <= r2 <= 13.0 and window > 0.0 and 0.0 <= weight < 1.0
+    if ok:
+        spec = ClusterSpec(r2=r2, window=window, weight=weight)
+        assert ClusterSpec.from_card(spec.to_dict()) == spec
+    else:
+        with pytest.raises(ModelError):
+            ClusterSpec(r2=r2, window=window, weight=weight)
+    assert ClusterSpec.from_card(None) is None
+
+
+def test_the_shipped_refined_model_conserves_electrons_and_records_its_cluster():
+    from cdwdata import dynamics
+
+    ff = load_model("holstein", f=0.4, T=0.1)
+    assert ff.cluster is not None and ff.attrs()["ml_cluster"] == ff.cluster.to_dict()
+    assert load_model("holstein", f=0.4, cluster=False).cluster is None
+    n = 12
+    keys = [3, 4]
+    Q, v = dynamics.hot_start(keys, n, PARAMS, dtype=torch.float32, T_init=0.3)
+    state = dynamics.init_state(ff, Q, v, keys)
+    refined = []
+    for _ in range(6):
+        state = dynamics.step(state, ff, 0.1, PARAMS)
+        total = state.n.double().sum((-2, -1))
+        assert float((total - 0.4 * n * n).abs().max()) <= 1e-6 * 0.4 * n * n
+        refined.append(ff.plan().cluster.last_count)
+    assert max(refined) > 0  # a hot start has levels near mu
+
+
+def test_refined_densities_at_fixed_mu_rise_with_mu(rng):
+    ff = load_model("holstein", f=0.5, T=0.1)
+    Q = rng.normal(0.0, 1.5, (2, 12, 12))
+    mu = np.array([0.1, -0.2])
+    lo = ff.density_at(Q, mu - 0.01, select_mu=mu)
+    hi = ff.density_at(Q, mu + 0.01, select_mu=mu)
+    assert (hi - lo).min() >= -1e-6
+    with pytest.raises(ModelError, match="own T"):
+        ff.density_at(Q, mu, T=0.2)
