@@ -60,7 +60,7 @@ def _features(Q: np.ndarray) -> torch.Tensor:
 def test_cluster_levels_from_the_features_are_the_open_cluster_of_the_neighbourhood(
         seed, r2, mu, T):
     Q = np.random.default_rng(seed).normal(0.0, 1.5, (L, L))
-    cl = ClusterLevels(ClusterSpec(r2=r2), PARAMS.g, PARAMS.t, dtype=torch.float64)
+    cl = ClusterLevels(ClusterSpec(r2=r2), PARAMS.g, PARAMS.t, 0.1, dtype=torch.float64)
     w, e = cl.levels(_features(Q).reshape(-1, 45))
     np.testing.assert_allclose(w.sum(-1).numpy(), 1.0, atol=1e-12)
     n = (w * torch.sigmoid((mu - e) / T)).sum(-1).reshape(L, L).numpy()
@@ -71,7 +71,7 @@ def test_cluster_levels_from_the_features_are_the_open_cluster_of_the_neighbourh
 
 def test_without_hopping_the_cluster_is_the_bare_site(rng):
     Q = rng.normal(0.0, 1.0, (L, L))
-    cl = ClusterLevels(ClusterSpec(r2=5.0), PARAMS.g, 0.0, dtype=torch.float64)
+    cl = ClusterLevels(ClusterSpec(r2=5.0), PARAMS.g, 0.0, 0.1, dtype=torch.float64)
     w, e = cl.levels(_features(Q).reshape(-1, 45))
     top = w.argmax(-1)
     np.testing.assert_allclose(w.max(-1).values.numpy(), 1.0, atol=1e-12)
@@ -90,12 +90,12 @@ def _random_level_model(K: int = 48) -> LevelModel:
 
 def _refined_plan(m, spec) -> LevelPlan:
     return LevelPlan(m, 0.1, dtype=torch.float64,
-                     cluster=ClusterLevels(spec, PARAMS.g, PARAMS.t, dtype=torch.float64))
+                     cluster=ClusterLevels(spec, PARAMS.g, PARAMS.t, 0.1, dtype=torch.float64))
 
 
 def test_refinement_replaces_the_selected_sites_and_is_d4_invariant(rng):
     m = _random_level_model()
-    spec = ClusterSpec(r2=8.0, window=0.5, weight=0.05)
+    spec = ClusterSpec(r2=8.0, window_T=5.0, weight=0.05)
     Q = rng.normal(0.0, 1.5, (L, L))
     mu = torch.tensor([0.3], dtype=torch.float64)
     plain = LevelPlan(m, 0.1, dtype=torch.float64).bind(_features(Q[None]))
@@ -119,13 +119,13 @@ def test_the_selection_follows_the_window_and_the_weight(rng):
     m = _random_level_model()
     Q = rng.normal(0.0, 1.5, (L, L))
     mu = torch.tensor([0.0], dtype=torch.float64)
-    every = _refined_plan(m, ClusterSpec(r2=5.0, window=1e3, weight=0.0))
+    every = _refined_plan(m, ClusterSpec(r2=5.0, window_T=1e4, weight=0.0))
     every.bind(_features(Q[None]))
     assert every.refine(mu) == L * L
     np.testing.assert_allclose(every.density(mu)[0].numpy(),
                                _direct_cluster_density(Q, 0.0, 0.1, 5.0, PARAMS.t, PARAMS.g),
                                atol=1e-10)
-    none = _refined_plan(m, ClusterSpec(r2=5.0, window=1e-9, weight=0.5))
+    none = _refined_plan(m, ClusterSpec(r2=5.0, window_T=1e-8, weight=0.5))
     none.bind(_features(Q[None]))
     assert none.refine(mu) == 0
     with pytest.raises(ModelError, match="needs at least 21 levels"):
@@ -133,15 +133,15 @@ def test_the_selection_follows_the_window_and_the_weight(rng):
 
 
 @settings(max_examples=40, deadline=None)
-@given(r2=st.floats(-5.0, 30.0), window=st.floats(-1.0, 2.0), weight=st.floats(-0.5, 1.5))
+@given(r2=st.floats(-5.0, 30.0), window=st.floats(-1.0, 8.0), weight=st.floats(-0.5, 1.5))
 def test_cluster_spec_accepts_only_what_it_can_do(r2, window, weight):
     ok = 1.0 <= r2 <= 13.0 and window > 0.0 and 0.0 <= weight < 1.0
     if ok:
-        spec = ClusterSpec(r2=r2, window=window, weight=weight)
+        spec = ClusterSpec(r2=r2, window_T=window, weight=weight)
         assert ClusterSpec.from_card(spec.to_dict()) == spec
     else:
         with pytest.raises(ModelError):
-            ClusterSpec(r2=r2, window=window, weight=weight)
+            ClusterSpec(r2=r2, window_T=window, weight=weight)
     assert ClusterSpec.from_card(None) is None
 
 

@@ -15,8 +15,8 @@ the site's standard frame), so the refined density is a function of the D4-invar
 features (invariant up to the rounding of a matrix product, as the network's output is) and
 exactly local at fixed mu and T.
 
-Which sites: those where the network's levels within ``window`` of the reference mu carry a
-total weight above ``weight``. At fixed ``(mu, T)`` the model stays a local map; the choice
+Which sites: those where the network's levels within ``window_T`` electron temperatures of the
+reference mu carry a total weight above ``weight``. At fixed ``(mu, T)`` the model stays a local map; the choice
 of sites depends on the reference mu (the previous Langevin step's, or the network's own
 solve), which moves by 1e-3..1e-2 per step against a window of a few T.
 """
@@ -36,18 +36,18 @@ from cdwdata.errors import ModelError
 class ClusterSpec:
     """How a level model is refined: cluster radius squared ``r2`` (lattice units, at most
     13, the descriptor's cutoff), and the selection: sites whose network levels within
-    ``window`` of mu carry more than ``weight``."""
+    ``window_T * T`` of mu carry more than ``weight``."""
 
     r2: float = 8.0
-    window: float = 0.3
+    window_T: float = 3.0
     weight: float = 0.01
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.r2 <= 13.0:
             raise ModelError(f"cluster r2 must lie in 1..13 (the descriptor's cutoff), "
                              f"got {self.r2}")
-        if not self.window > 0.0:
-            raise ModelError(f"cluster window must be positive, got {self.window}")
+        if not self.window_T > 0.0:
+            raise ModelError(f"cluster window must be positive, got {self.window_T}")
         if not 0.0 <= self.weight < 1.0:
             raise ModelError(f"cluster weight threshold must lie in [0, 1), got {self.weight}")
 
@@ -56,7 +56,7 @@ class ClusterSpec:
         """The spec of a card's ``inference.cluster`` entry (None when absent)."""
         if not entry:
             return None
-        return cls(**{k: float(entry[k]) for k in ("r2", "window", "weight") if k in entry})
+        return cls(**{k: float(entry[k]) for k in ("r2", "window_T", "weight") if k in entry})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,10 +98,12 @@ def _geometry(r2: float, t: float) -> tuple[np.ndarray, np.ndarray, int]:
 class ClusterLevels:
     """Levels and site weights of the open cluster around each site, from its features."""
 
-    def __init__(self, spec: ClusterSpec, g: float, t: float, dtype=torch.float32,
+    def __init__(self, spec: ClusterSpec, g: float, t: float, T: float, dtype=torch.float32,
                  device="cpu") -> None:
         self.spec = spec
         self.g = float(g)
+        #: half-width of the selection window around mu (energy units)
+        self.window = spec.window_T * float(T)
         R, H0, self.centre = _geometry(float(spec.r2), float(t))
         kw = {"dtype": dtype, "device": device}
         # the on-site energies -g v straight from the features
@@ -122,7 +124,7 @@ class ClusterLevels:
     def select(self, w: torch.Tensor, e: torch.Tensor, mu: float) -> torch.Tensor:
         """Row indices whose levels within the window of ``mu`` weigh more than the
         threshold (``w``, ``e``: (n, K))."""
-        near = torch.where((e - mu).abs_() < self.spec.window, w, 0.0).sum(-1)
+        near = torch.where((e - mu).abs_() < self.window, w, 0.0).sum(-1)
         return torch.nonzero(near > self.spec.weight).reshape(-1)
 
     def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu) -> int:

@@ -252,7 +252,8 @@ class GrandCanonicalForceField(MLForceField):
                 from cdwdata.ml.cluster import ClusterLevels
 
                 extra["cluster"] = ClusterLevels(self.cluster, self.params.g, self.params.t,
-                                                 dtype=self.dtype, device=self._device)
+                                                 self.T, dtype=self.dtype,
+                                                 device=self._device)
             self._plan = Plan(self.model, self.T, self.precision, self.dtype, self._device,
                               **extra)
         return self._plan
