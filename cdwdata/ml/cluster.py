@@ -31,6 +31,9 @@ import torch
 
 from cdwdata.errors import ModelError
 
+#: Rows per chunk of the site selection (a (chunk, K) block stays in cache).
+SELECT_CHUNK = 2048
+
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -112,6 +115,7 @@ class ClusterLevels:
         self.M = H0.shape[0]
         #: sites refined by the last :meth:`refine` (all configurations together)
         self.last_count = 0
+        self._scratch = None
 
     def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w, e)`` (n, M) of feature rows ``G`` (n, 45): the cluster's eigenvalues and the
@@ -123,9 +127,23 @@ class ClusterLevels:
 
     def select(self, w: torch.Tensor, e: torch.Tensor, mu: float) -> torch.Tensor:
         """Row indices whose levels within the window of ``mu`` weigh more than the
-        threshold (``w``, ``e``: (n, K))."""
-        near = torch.where((e - mu).abs_() < self.window, w, 0.0).sum(-1)
-        return torch.nonzero(near > self.spec.weight).reshape(-1)
+        threshold (``w``, ``e``: (n, K)); in cache-sized chunks with kept scratch buffers
+        (whole (n, K) temporaries: 3x slower at 200x200)."""
+        n, K = e.shape
+        C = min(SELECT_CHUNK, n)
+        if self._scratch is None or self._scratch[0].shape != (C, K) \
+                or self._scratch[0].dtype != e.dtype or self._scratch[2].shape[0] < n:
+            self._scratch = (torch.empty(C, K, dtype=e.dtype, device=e.device),
+                             torch.empty(C, K, dtype=torch.bool, device=e.device),
+                             torch.empty(n, dtype=e.dtype, device=e.device))
+        d, inside, near = self._scratch
+        for i in range(0, n, C):
+            c = min(C, n - i)
+            torch.sub(e[i:i + c], mu, out=d[:c]).abs_()
+            torch.lt(d[:c], self.window, out=inside[:c])
+            torch.mul(w[i:i + c], inside[:c], out=d[:c])
+            torch.sum(d[:c], -1, out=near[i:i + c])
+        return torch.nonzero(near[:n] > self.spec.weight).reshape(-1)
 
     def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu) -> int:
         """Overwrite, in place, the levels ``e`` and weights ``w`` (B, S, K) of the selected
