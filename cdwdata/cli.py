@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gc-dataset": ("gc_dataset", "grand-canonical training set: exact n_i at many (mu, T)"),
     "train": ("train", "train an ML force field on an ED training set"),
     "validate": ("validate", "validation report of a model on held-out ED snapshots"),
+    "refine": ("refine", "a level model with exact open-cluster levels near mu"),
     "analyze": ("analyze", "phi, S(k,t), S(q,t), L(t) and fits of a trajectory store"),
     "catalog": ("catalog", "build or list intake catalogs of stores"),
     "explore": ("explore", "serve the interactive coarsening explorer (panel)"),

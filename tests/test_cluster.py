@@ -173,3 +173,25 @@ def test_refined_densities_at_fixed_mu_rise_with_mu(rng):
     assert (hi - lo).min() >= -1e-6
     with pytest.raises(ModelError, match="own T"):
         ff.density_at(Q, mu, T=0.2)
+
+
+def test_cdw_refine_writes_the_same_network_with_a_cluster_in_its_card(tmp_path, capsys):
+    from cdwdata.cli import main
+    from cdwdata.ml import modelfile
+
+    out = tmp_path / "v10-c5"
+    assert main(["refine", "holstein-gc-v10", "--out", str(out), "--r2", "5",
+                 "--window-T", "2", "--weight", "0.05"]) == 0
+    assert "21-site open cluster" in capsys.readouterr().out
+    card, _ = modelfile.read_card(out)
+    assert card["inference"]["cluster"] == {"r2": 5.0, "window_T": 2.0, "weight": 0.05,
+                                            "sites": 21}
+    assert card["derived_from"]["name"] == "holstein-gc-v10"
+    ff = load_model(out, f=0.5)
+    assert ff.cluster == ClusterSpec(r2=5.0, window_T=2.0, weight=0.05)
+    plain = load_model("holstein-gc-v10", f=0.5)
+    assert plain.cluster is None
+    for a, b in zip(ff.model.parameters(), plain.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert main(["refine", "holstein-gc-v9", "--out", str(tmp_path / "x")]) == 2
+    assert "only level models" in capsys.readouterr().err

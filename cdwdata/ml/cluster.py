@@ -64,6 +64,10 @@ class ClusterSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def card_entry(self) -> dict:
+        """The card's ``inference.cluster`` entry (the spec and its number of sites)."""
+        return {**self.to_dict(), "sites": self.sites}
+
     @property
     def sites(self) -> int:
         """Number of sites in the cluster."""
@@ -172,3 +176,34 @@ class ClusterLevels:
             count += rows.numel()
         self.last_count = count
         return count
+
+
+def with_cluster(model, out, spec: ClusterSpec, overwrite: bool = False) -> dict:
+    """Write a copy of the level model ``model`` (shipped name or path) to ``out`` with
+    ``spec`` in its card (``inference.cluster``) and its origin in ``derived_from``; returns
+    the new card."""
+    import copy
+
+    from cdwdata.ml import modelfile
+    from cdwdata.ml.forcefield import model_file
+
+    src = model_file(model)
+    net, card, card_hash = modelfile.load(src)
+    if card["kind"] != "levels":
+        raise ModelError(f"{model!r} is a {card['kind']!r} model; only level models can be "
+                         f"refined with a cluster")
+    K = int(card["architecture"]["components"])
+    if spec.sites > K:
+        raise ModelError(f"a {spec.sites}-site cluster needs at least {spec.sites} levels per "
+                         f"site; {model!r} has {K}")
+    new = {k: copy.deepcopy(v) for k, v in card.items() if k not in (
+        "format", "name", "kind", "architecture", "weights_sha256", "weights_file",
+        "weight_shapes", "created")}
+    inference = new.setdefault("inference", {})
+    inference["cluster"] = spec.card_entry()
+    inference["note"] = (inference.get("note", "") + "; " if inference.get("note") else "") + (
+        "at the sites whose levels within cluster.window_T electron temperatures of mu weigh "
+        "more than cluster.weight, the levels are those of the open cluster "
+        "|r - r_i|^2 <= cluster.r2 (cdwdata.ml.cluster), diagonalised exactly")
+    new["derived_from"] = {"name": card["name"], "card_sha256": card_hash}
+    return modelfile.save(net, out, new, overwrite=overwrite)
