@@ -34,11 +34,13 @@ from bench_force_cost import best_of, coarsened_state  # noqa: E402
 WINDOWS = {"t5-100": (100, 2000), "t50-100": (1000, 2000)}
 
 
-def cost(ff, L: int, repeat: int, paper) -> dict:
-    """Warm force time / bare paper-MLP forward time, interleaved."""
-    N = L * L
+def cost(ff, L: int, repeat: int, paper, Q: np.ndarray | None = None) -> dict:
+    """Warm force time / bare paper-MLP forward time, interleaved; on ``Q`` (default: a
+    synthetic coarsened state of L x L)."""
+    if Q is None:
+        Q = coarsened_state(L)
+    N = Q.size
     X = torch.randn(N, 45)
-    Q = coarsened_state(L)
     Q2 = Q + 0.01 * np.random.default_rng(1).standard_normal(Q.shape)
     Qt = torch.as_tensor(Q, dtype=torch.float32)[None]
     Q2t = torch.as_tensor(Q2, dtype=torch.float32)[None]
@@ -56,8 +58,21 @@ def cost(ff, L: int, repeat: int, paper) -> dict:
         t_bare.append(best_of(bare, repeat))
         t_warm.append(best_of(warm, repeat))
     tb, tw = float(np.median(t_bare)), float(np.median(t_warm))
-    return {"bare_paper_mlp_s": tb, "warm_s": tw, "cost_ratio": tw / tb,
-            "warm_evaluations": round(float(ff.last_iterations), 3)}
+    out = {"bare_paper_mlp_s": tb, "warm_s": tw, "cost_ratio": tw / tb,
+           "warm_evaluations": round(float(ff.last_iterations), 3)}
+    plan = ff.plan()
+    if getattr(plan, "cluster", None) is not None:
+        out["cluster_sites"] = plan.cluster.last_count / N
+    return out
+
+
+def frames(spec: str, steps) -> dict:
+    """``{step: Q}`` of run 0 at the first T and f of the trajectory store ``spec``."""
+    from cdwdata import store
+
+    ds = store.open_dataset(spec)
+    cell = ds["Q"].isel(T=0, f=0, run=0)
+    return {int(s): cell.sel(step=int(s)).values.astype(np.float64) for s in steps}
 
 
 def main() -> None:
@@ -73,6 +88,11 @@ def main() -> None:
     ap.add_argument("--cost-only", action="store_true",
                     help="skip the held-out accuracy (e.g. for an architecture not trained "
                          "to convergence)")
+    ap.add_argument("--state", default=None, metavar="STORE",
+                    help="time the force on frames of this trajectory store (run 0, first T "
+                         "and f) instead of the synthetic coarsened state")
+    ap.add_argument("--state-steps", type=int, nargs="+", default=[100, 400, 2000, 20000],
+                    help="with --state: the frames (default t = 5, 20, 100, 1000)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "arch-table.json"))
     args = ap.parse_args()
     if not args.cost_only and not args.heldout:
@@ -84,6 +104,7 @@ def main() -> None:
     from cdwdata.ml.model import HIDDEN, MLP
 
     paper = MLP([45, *HIDDEN, 1]).eval()
+    states = frames(args.state, args.state_steps) if args.state else {None: None}
     rows = []
     for model in args.models:
         for precision in args.precision:
@@ -96,11 +117,21 @@ def main() -> None:
             row = {"model": model, "name": ff.name, "precision": precision,
                    "layers": ff.card["architecture"]["layers"],
                    "card_sha256": getattr(ff, "card_sha256", None)}
-            row.update(cost(ff, args.L, args.repeat, paper))
+            for step, Q in states.items():
+                c = cost(ff, args.L, args.repeat, paper, Q)
+                if step is None:
+                    row.update(c)
+                    continue
+                row.setdefault("by_step", {})[str(step)] = c
+                extra = (f", cluster at {100 * c['cluster_sites']:.2f}% of the sites"
+                         if "cluster_sites" in c else "")
+                print(f"{model} {precision} step {step}: cost {c['cost_ratio']:.3f}{extra}",
+                      flush=True)
             if args.cost_only:
                 rows.append(row)
-                print(f"{model} {precision} {row['layers']}: cost {row['cost_ratio']:.3f}",
-                      flush=True)
+                if "cost_ratio" in row:
+                    print(f"{model} {precision} {row['layers']}: cost {row['cost_ratio']:.3f}",
+                          flush=True)
                 continue
             res = evaluate(model, args.heldout, step_range=WINDOWS["t5-100"],
                            every=args.every, runs=args.runs, precision=precision)
@@ -116,10 +147,10 @@ def main() -> None:
             rows.append(row)
             acc = " ".join(f"{f}: {e['rmse']:.4f}" for f, e in row["t5-100"].items())
             late = " ".join(f"{f}: {e['rmse']:.4f}" for f, e in row["t50-100"].items())
-            print(f"{model} {precision} {row['layers']}: cost {row['cost_ratio']:.3f} "
-                  f"({row['warm_evaluations']} evaluations); RMSE t=5..100 {acc}; "
+            print(f"{model} {precision} {row['layers']}: RMSE t=5..100 {acc}; "
                   f"t=50..100 {late}", flush=True)
     out = {"benchmark": "accuracy vs cost of grand-canonical models", "L": args.L,
+           "state": args.state, "state_steps": args.state_steps if args.state else None,
            "threads": args.threads, "heldout": args.heldout, "runs": args.runs,
            "windows": WINDOWS, "rows": rows, "torch": torch.__version__,
            "machine": platform.platform()}

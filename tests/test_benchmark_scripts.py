@@ -84,3 +84,24 @@ def test_open_cluster_oracle_limits():
     ev, V = np.linalg.eigh(H)
     want = float((V[0] ** 2 * expit((mu - ev) / T)).sum())
     assert abs(cluster_density(Q, mu, T, params, 1)[x, y] - want) < 1e-12
+
+
+def test_cluster_refine_scan_runs_and_an_everywhere_cluster_is_the_oracle(tmp_path,
+                                                                         monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cluster_refine
+
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    path = tmp_path / "ed.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=2000,
+                            save_every=500, seed=3, forcefield="ed"), path, progress=False)
+    out = tmp_path / "refine.json"
+    monkeypatch.setattr(sys, "argv", [
+        "cluster_refine.py", "--model", "holstein-gc-v10", "--store", str(path), "--runs", "0",
+        "--specs", "8:3:0.01", "5:1e4:0", "--out", str(out)])
+    cluster_refine.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["sites"] for r in rows] == [25, 21]
+    assert rows[1]["refined_mean"] == 1.0  # every site: the open-cluster oracle
+    assert 0.0 <= rows[0]["refined_mean"] < 1.0 and rows[0]["rmse"]["0.5"] > 0
