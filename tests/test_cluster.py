@@ -195,3 +195,18 @@ def test_cdw_refine_writes_the_same_network_with_a_cluster_in_its_card(tmp_path,
         assert torch.equal(a, b)
     assert main(["refine", "holstein-gc-v9", "--out", str(tmp_path / "x")]) == 2
     assert "only level models" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cluster_levels_on_cuda_match_the_cpu(rng):
+    Q = rng.normal(0.0, 1.5, (L, L))
+    G = _features(Q).reshape(-1, 45)
+    spec = ClusterSpec(r2=8.0)
+    w, e = ClusterLevels(spec, PARAMS.g, PARAMS.t, 0.1, dtype=torch.float64).levels(G)
+    wc, ec = ClusterLevels(spec, PARAMS.g, PARAMS.t, 0.1, dtype=torch.float64,
+                           device="cuda").levels(G.cuda())
+    np.testing.assert_allclose(ec.cpu().numpy(), e.numpy(), atol=1e-10)
+    mu, T = 0.2, 0.1
+    n = (w * torch.sigmoid((mu - e) / T)).sum(-1)
+    nc = (wc * torch.sigmoid((mu - ec) / T)).sum(-1).cpu()
+    np.testing.assert_allclose(nc.numpy(), n.numpy(), atol=1e-10)

@@ -125,7 +125,7 @@ class ClusterLevels:
         """``(w, e)`` (n, M) of feature rows ``G`` (n, 45): the cluster's eigenvalues and the
         site's weight in each (they sum to 1)."""
         H = self.H0.expand(G.shape[0], self.M, self.M).clone()
-        torch.matmul(G.to(self.R.dtype), self.R, out=H.diagonal(dim1=1, dim2=2))
+        H.diagonal(dim1=1, dim2=2).copy_(G.to(self.R.dtype) @ self.R)
         e, V = torch.linalg.eigh(H)
         return V[:, self.centre, :].square(), e
 
