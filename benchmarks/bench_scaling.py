@@ -87,8 +87,26 @@ def _paper_mlp(device: str):
     return torch.nn.Sequential(*layers[:-1]).to(device=device, dtype=torch.float32).eval()
 
 
-def measure(L: int, model: str, device: str, repeat: int, steps: int | None) -> dict:
-    """All measurements for one L in this process."""
+def stored_state(spec: str, L: int):
+    """A stored frame as an L x L configuration: ``STORE[:STEP]`` (run 0, first T and f;
+    default the last frame), tiled periodically to L when L is a multiple of its size,
+    else tiled and cropped (one seam of walls at the crop)."""
+    import numpy as np
+
+    from cdwdata import store
+
+    path, _, step = spec.partition(":")
+    ds = store.open_dataset(path)
+    cell = ds["Q"].isel(T=0, f=0, run=0)
+    Q = (cell.sel(step=int(step)) if step else cell.isel(step=-1)).values.astype(np.float64)
+    reps = -(-L // Q.shape[0])
+    return np.tile(Q, (reps, reps))[:L, :L]
+
+
+def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
+            state: str | None = None) -> dict:
+    """All measurements for one L in this process; from the hot start, or from a stored
+    frame (``state``, see :func:`stored_state`) with thermal velocities."""
     import torch
 
     from cdwdata import HolsteinParams, dynamics, ml, store
@@ -100,7 +118,11 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None) -> 
     mlp = _paper_mlp(device)
 
     def state_for(n: int):
-        Q, v = dynamics.hot_start([1], n, params, device, dtype)
+        if state is not None and n > 8:  # thermal velocities at the bath temperature
+            _, v = dynamics.hot_start([1], n, params, device, dtype, T_init=0.1)
+            Q = torch.as_tensor(stored_state(state, n), dtype=dtype, device=device)[None]
+        else:
+            Q, v = dynamics.hot_start([1], n, params, device, dtype)
         return dynamics.init_state(ff, Q, v, [1])
 
     with torch.no_grad():  # warm-up on a tiny lattice: baseline memory of the process
@@ -171,7 +193,7 @@ def _child(args) -> None:
     except ImportError:  # pragma: no cover
         pass
     print("RESULT " + json.dumps(measure(args.child, args.model, args.device, args.repeat,
-                                         args.steps)), flush=True)
+                                         args.steps, args.state)), flush=True)
 
 
 def main() -> None:
@@ -185,6 +207,10 @@ def main() -> None:
                     help="torch threads (default 1: one Dask worker per core)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="steps per timed block")
+    ap.add_argument("--state", default=None, metavar="STORE[:STEP]",
+                    help="start from a stored frame (run 0, first T and f; default the last "
+                         "frame), tiled to each L, instead of the hot start: late-quench "
+                         "cost")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
@@ -211,6 +237,8 @@ def main() -> None:
                args.device, "--threads", str(args.threads), "--repeat", str(args.repeat)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
+        if args.state:
+            cmd += ["--state", args.state]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -228,7 +256,8 @@ def main() -> None:
         else torch.cuda.get_device_name(),
         "torch": torch.__version__, "threads": args.threads,
         "model": "stand-in (random weights, paper architecture)" if standin else model,
-        "compute_dtype": "float32", "runs_per_batch": 1, "rows": rows,
+        "compute_dtype": "float32", "runs_per_batch": 1, "state": args.state or "hot start",
+        "rows": rows,
     }
     mem = "GPU peak (MB)" if args.device.startswith("cuda") else "RSS growth (MB)"
     print(f"\n{info['device']}, {info['machine']}, torch {info['torch']}, "

@@ -105,3 +105,20 @@ def test_cluster_refine_scan_runs_and_an_everywhere_cluster_is_the_oracle(tmp_pa
     assert [r["sites"] for r in rows] == [25, 21]
     assert rows[1]["refined_mean"] == 1.0  # every site: the open-cluster oracle
     assert 0.0 <= rows[0]["refined_mean"] < 1.0 and rows[0]["rmse"]["0.5"] > 0
+
+
+def test_scaling_benchmark_tiles_a_stored_frame_to_any_size(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scaling import stored_state
+
+    from cdwdata import store
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    path = tmp_path / "q.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=20,
+                            save_every=10, seed=3, forcefield="tdgl"), path, progress=False)
+    Q = store.open_dataset(path)["Q"].isel(T=0, f=0, run=0)
+    last, first = Q.isel(step=-1).values, Q.sel(step=10).values
+    np.testing.assert_array_equal(stored_state(str(path), 16), np.tile(last, (2, 2)))
+    np.testing.assert_array_equal(stored_state(f"{path}:10", 12), np.tile(first, (2, 2))[:12, :12])
+    assert stored_state(str(path), 8).shape == (8, 8)
