@@ -37,12 +37,12 @@ Typical use (the shipped catalog; ``cdw catalog build`` writes new ones)::
 
     >>> from cdwdata import catalog
     >>> cat = catalog.open()                               # the shipped catalog
-    >>> hits = catalog.search(cat, kind="domain-size", T=0.2)  # an intake Catalog
+    >>> hits = catalog.search(cat, kind="domain-size", T=0.2, L=200)  # an intake Catalog
     >>> list(hits)
-    ['...T-scan-domain-size']
+    ['paper-200-T-scan-domain-size']
     >>> name = list(hits)[0]
     >>> hits[name].metadata["model"]
-    'holstein-f0.5'
+    'holstein-gc-v5'
     >>> ds = hits[name].read()                             # lazy xarray.Dataset
     >>> ds["L"].dims
     ('T', 'f', 'run', 'step')

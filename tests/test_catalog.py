@@ -398,10 +398,12 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         for kind in ("domain-size", "growth-exponents", "structure-factor", "model"):
             hits = catalog.search(cat, kind=kind)
             assert len(hits) > 0, (path, kind)
-        hits = catalog.search(cat, kind="growth-exponents", T=0.2)
+        hits = catalog.search(cat, kind="growth-exponents", T=0.2, L=64)  # reduced scale
         (name,) = hits
         assert hits[name].read()["alpha"].dims == ("T", "f")
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
+        (big,) = catalog.search(cat, kind="growth-exponents", T=0.2, L=200)  # paper scale
+        assert catalog.metadata(cat, big)["steps"] == 20000
         # four shipped models, all grand canonical: the default (behind the holstein
         # aliases), its network alone, the density network they replaced, and the one the
         # paper-scale preset names; each card is what its entry describes
