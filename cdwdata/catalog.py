@@ -15,7 +15,7 @@ A catalog is one YAML file (intake 2 format, ``version: 2``) with one entry per 
 
 Entry names are stable: a store is named after its path relative to the folder that was
 scanned (``T-scan/domain-size.zarr`` -> ``T-scan-domain-size``), so adding stores elsewhere
-never renames an entry; a model card is named after the model (``holstein-gc-v11``).
+never renames an entry; a model card is named after the model (``holstein-gc-v12``).
 
 Every entry carries the metadata ``kind`` (one of :data:`KINDS`), ``T`` and ``f`` (lists of
 float), ``L``, ``runs``, ``steps`` (int or null), ``model`` and ``description``, plus a few
@@ -48,13 +48,13 @@ Typical use (the shipped catalog; ``cdw catalog build`` writes new ones)::
     ('T', 'f', 'run', 'step')
     >>> hits = catalog.search(cat, kind="model", f=0.4)   # the models that run at f = 0.4
     >>> sorted(hits)
-    ['holstein-gc-v10', 'holstein-gc-v11', 'holstein-gc-v5', 'holstein-gc-v9']
-    >>> card = hits["holstein-gc-v11"].read()              # a model card, as a dict
+    ['holstein-gc-v10', 'holstein-gc-v11', 'holstein-gc-v12', 'holstein-gc-v5', 'holstein-gc-v9']
+    >>> card = hits["holstein-gc-v12"].read()              # a model card, as a dict
     >>> card["name"], card["kind"]
-    ('holstein-gc-v11', 'levels')
+    ('holstein-gc-v12', 'levels')
 
 The shipped names ``holstein-f0.5``, ``holstein-f0.4`` and ``holstein-f0.3`` are names for
-the default grand-canonical model (``holstein-gc-v11``) at a filling (``cdwdata.ml.load_model("holstein-f0.4")`` loads
+the default grand-canonical model (``holstein-gc-v12``) at a filling (``cdwdata.ml.load_model("holstein-f0.4")`` loads
 it at f = 0.4), so they have no entries of their own; the published results still name the
 earlier per-filling models they were made with.
 

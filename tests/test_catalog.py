@@ -20,7 +20,7 @@ from cdwdata.errors import CatalogError
 from cdwdata.ml.forcefield import aliases
 
 #: The default shipped model (the holstein aliases point at it).
-DEFAULT = "holstein-gc-v11"
+DEFAULT = "holstein-gc-v12"
 
 # entries are named after the store's path relative to the scanned folder (data/)
 TRAJ_A, A_FILE = "runs-quench-a", "quench-a.zarr"  # T = 0.1, f = 0.5, a real (tiny) ED run
@@ -404,21 +404,22 @@ def test_shipped_catalogs_open_search_and_read(shipped_catalog):
         assert hits[name].metadata["model"] == "holstein-f0.5"  # no {f} template
         (big,) = catalog.search(cat, kind="growth-exponents", T=0.2, L=200)  # paper scale
         assert catalog.metadata(cat, big)["steps"] == 20000
-        # four shipped models, all grand canonical: the default (behind the holstein
-        # aliases), its network alone, the density network they replaced, and the one the
-        # paper-scale preset names; each card is what its entry describes
+        # five shipped models, all grand canonical: the default (behind the holstein
+        # aliases), the most accurate one and its network alone, the density network they
+        # replaced, and the one the paper-scale preset names; each card is what its entry
+        # describes
         models = catalog.search(cat, kind="model")
         assert sorted(models) == sorted(["holstein-gc-v5", "holstein-gc-v9", "holstein-gc-v10",
-                                         DEFAULT]), path
+                                         "holstein-gc-v11", DEFAULT]), path
         assert aliases()["holstein"] == DEFAULT
         for name in models:
             meta = catalog.metadata(cat, name)
             card = models[name].read()
             assert isinstance(card, dict) and card["name"] == meta["model"] == name
             assert meta["model_kind"] == card["kind"] and meta["grand_canonical"] is True
-            levels = name in (DEFAULT, "holstein-gc-v10")
+            levels = name in (DEFAULT, "holstein-gc-v10", "holstein-gc-v11")
             assert meta["model_kind"] == ("levels" if levels else "density")
-            assert ("cluster" in card["inference"]) == (name == DEFAULT)
+            assert ("cluster" in card["inference"]) == (name in (DEFAULT, "holstein-gc-v11"))
             assert meta["f"] == meta["f_range"] == card["filling_range"]
             assert meta["T"] == meta["T_range"] == card["temperature_range"]
             assert meta["validation_force_rmse"] == card["metrics"]["validation"]["force_rmse"]
