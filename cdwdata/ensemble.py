@@ -459,7 +459,12 @@ def run_ensemble(config, path, *, client=None, scheduler: str | None = None,
             ff = make_forcefield(config.forcefield, config.temperatures[0], f, config.params,
                                  "cpu", config.compute_dtype if is_ml(config.forcefield) else None,
                                  config.precision)
-            ff_attrs[f"{f:g}"] = _jsonable(ff.attrs())
+            attrs = _jsonable(ff.attrs())
+            if attrs.get("grand_canonical"):
+                # its electrons run at each cell's bath temperature, not at the first T's
+                attrs.pop("electron_T", None)
+                attrs["electron_T_is_bath_T"] = 1
+            ff_attrs[f"{f:g}"] = attrs
         extra["forcefield_attrs"] = ff_attrs
     old = store.read_attrs(path) if resume and store.exists(path) else None
     if old is not None:

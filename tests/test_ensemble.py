@@ -245,3 +245,24 @@ def test_cli_ml_model_path_float32_and_resume(tmp_path, cluster, capsys):
     store.TrajectoryWriter(out).mark_frames_done(0, 0, [0, 1], 2)
     assert _cli("--out", out, "--resume", "--no-progress") == 2
     assert "changed since" in capsys.readouterr().err
+
+
+def test_a_grand_canonical_t_scan_runs_and_is_checked_at_each_bath_temperature(tmp_path,
+                                                                               cluster):
+    from cdwdata import ed
+    from cdwdata.ml import kpmcheck
+
+    out = tmp_path / "tscan.zarr"
+    assert _cli("--L", 12, "--T", 0.1, 0.3, "--runs", 1, "--steps", 20, "--save-every", 20,
+                "--frame-vars", "Q", "n", "--out", out,
+                "--scheduler", cluster.scheduler.address, "--no-progress") == 0
+    attrs = store.read_attrs(out)["forcefield_attrs"]["0.5"]
+    assert "electron_T" not in attrs and attrs["electron_T_is_bath_T"] == 1
+    res = kpmcheck.check_store(out, tol=1e-5)
+    ds = store.open_dataset(out)
+    for T in (0.1, 0.3):
+        cell = ds.sel(T=T, f=0.5, run=0, step=20)
+        Q = cell["Q"].values.astype(float)
+        dn = cell["n"].values.astype(float) - ed.density_at(Q, float(cell["mu"]), T)
+        got = float(res.sel(T=T, f=0.5, run=0, step=20)["n_rmse"])
+        assert abs(got - np.sqrt((dn ** 2).mean())) < 1e-5

@@ -97,3 +97,15 @@ def test_cli_prints_a_table_and_saves_the_dataset(ml_store, tmp_path, capsys):
     assert main(["validate", "--kpm", str(ml_store), "--at", "20", "--out", str(out),
                  "--overwrite"]) == 0
     assert list(store.open_dataset(out)["step"].values) == [20]
+
+
+
+def test_a_grand_canonical_model_is_checked_at_the_bath_temperature():
+    # stores written before the fix record the electron_T of the first T of a T-scan in
+    # their per-filling model attrs; a grand-canonical model runs at each cell's bath T
+    old = {"forcefield_attrs": {"0.5": {"electron_T": 0.1, "grand_canonical": 1}}}
+    assert kpmcheck._electron_T(old, 0.3, 0.5) == 0.3
+    new = {"forcefield_attrs": {"0.5": {"electron_T_is_bath_T": 1, "grand_canonical": 1}}}
+    assert kpmcheck._electron_T(new, 0.2, 0.5) == 0.2
+    canonical = {"forcefield_attrs": {"0.5": {"electron_T": 0.1}}}
+    assert kpmcheck._electron_T(canonical, 0.3, 0.5) == 0.1

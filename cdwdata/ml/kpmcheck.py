@@ -46,7 +46,12 @@ VARIABLES = {
 
 
 def _electron_T(attrs: dict, T: float, f: float) -> float:
+    """The electron temperature the store's model ran at in cell (T, f): the bath T for a
+    grand-canonical model (its per-filling attrs were recorded at the first T of the store,
+    so their ``electron_T`` is not the cell's), else the model's fixed one."""
     ff = (attrs.get("forcefield_attrs") or {}).get(f"{f:g}") or {}
+    if ff.get("grand_canonical"):
+        return float(T)
     return float(ff.get("electron_T", attrs.get("electron_T", T)))
 
 
