@@ -109,3 +109,15 @@ def test_a_grand_canonical_model_is_checked_at_the_bath_temperature():
     assert kpmcheck._electron_T(new, 0.2, 0.5) == 0.2
     canonical = {"forcefield_attrs": {"0.5": {"electron_T": 0.1}}}
     assert kpmcheck._electron_T(canonical, 0.3, 0.5) == 0.1
+
+
+def test_another_model_is_judged_on_the_same_frames(ml_store):
+    own = kpmcheck.check_store(ml_store, steps=[40], runs=[0], fillings=[0.5],
+                               source="model")
+    other = kpmcheck.check_store(ml_store, steps=[40], runs=[0], fillings=[0.5],
+                                 source="model", model="holstein-gc-v9")
+    assert other.attrs["model"] == "holstein-gc-v9"
+    assert float(own["mu"].squeeze()) == float(other["mu"].squeeze())  # the stored mu
+    assert float(own["n_rmse"].squeeze()) != float(other["n_rmse"].squeeze())
+    with pytest.raises(InputError, match="from-model"):
+        kpmcheck.check_store(ml_store, steps=[40], model="holstein-gc-v9")

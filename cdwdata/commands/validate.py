@@ -9,7 +9,8 @@ from cdwdata.ml.options import PRECISIONS
 
 def configure(p) -> None:
     p.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                   help="shipped model name or model path (not with --kpm: the store names it)")
+                   help="shipped model name or model path (with --kpm only together with "
+                        "--from-model: that model instead of the store's, at the stored mu)")
     p.add_argument("--data", nargs="+", default=None,
                    help="ED store(s) (training-set layout) holding quench snapshots; for a "
                         "model trained on several stores, the same list")
@@ -35,8 +36,8 @@ def configure(p) -> None:
     p.add_argument("--distance", type=int, default=None,
                    help="with --kpm: fixed KPM probing distance (default: a-posteriori search)")
     p.add_argument("--from-model", action="store_true",
-                   help="with --kpm: re-evaluate the store's model at the stored mu instead of "
-                        "reading the stored densities")
+                   help="with --kpm: re-evaluate the store's model (or MODEL) at the stored mu "
+                        "instead of reading the stored densities")
     p.add_argument("--overwrite", action="store_true",
                    help="with --kpm --out: replace an existing report store")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -152,6 +153,7 @@ def _run_kpm(args) -> int:
         args.kpm, steps=args.at, window=tuple(args.steps) if args.steps else None,
         every=args.every, runs=args.runs, temperatures=args.T, fillings=args.f, tol=args.tol,
         distance=args.distance, source="model" if args.from_model else "store",
+        model=args.model,
         device=None if args.device == "cpu" else args.device,
         backend="torch" if args.device != "cpu" else None,
         progress=lambda line: print(line, file=sys.stderr, flush=True))

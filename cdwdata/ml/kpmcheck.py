@@ -86,7 +86,7 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
                 temperatures: Sequence[float] | None = None,
                 fillings: Sequence[float] | None = None, tol: float = 1e-3,
                 distance: int | None = None, source: str = "store", backend: str | None = None,
-                device: Any = None, progress=None):
+                device: Any = None, progress=None, model: str | None = None):
     """Compare the ML densities and forces of a trajectory store with KPM.
 
     Parameters
@@ -103,6 +103,9 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
         ML densities from the store's ``n`` (the frames as the dynamics wrote them) or from the
         store's model re-evaluated at the stored mu (for stores without ``n``).
     backend, device : passed to :func:`cdwdata.kpm.density`.
+    model : str, optional
+        With ``source="model"``: evaluate this grand-canonical model (name or path) at the
+        stored mu instead of the store's own, to judge another model on the same frames.
     progress : callable, optional
         Called with one line of text per (T, f, step) done.
 
@@ -123,6 +126,9 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
                              "ML quench store)")
     if source not in ("store", "model"):
         raise InputError(f"source={source!r}: use 'store' or 'model'")
+    if model is not None and source != "model":
+        raise InputError("another model is evaluated only at the stored mu: source='model' "
+                         "(cdw validate MODEL --kpm STORE --from-model)")
     if source == "store" and schema.N not in ds:
         raise StoreError(f"{path} stores no densities 'n': use source='model' to re-evaluate "
                          "the store's model")
@@ -163,8 +169,8 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
                     if f not in models:
                         from cdwdata.ml.forcefield import load_model
 
-                        models[f] = load_model(_model_name(ds.attrs, float(f)), params=p,
-                                               f=float(f), T=Te)
+                        models[f] = load_model(model or _model_name(ds.attrs, float(f)),
+                                               params=p, f=float(f), T=Te)
                     n_ml = models[f].density_at(Q, mu, Te)
                 elastic = elastic_force(Q, p)
                 if source == "store" and schema.FORCE in ds:
@@ -210,8 +216,8 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
     from cdwdata._version import __version__
 
     res.attrs.update(p.to_dict())
-    res.attrs.update({"kind": "kpm-check", "store": str(path), "model": str(ds.attrs.get(
-        "model", "")), "models": dict(ds.attrs.get("models") or {}), "ml_source": source,
+    res.attrs.update({"kind": "kpm-check", "store": str(path), "model": str(
+        model if model is not None else ds.attrs.get("model", "")), "models": dict(ds.attrs.get("models") or {}), "ml_source": source,
         "kpm_tol": tol, "kpm_distance": -1 if distance is None else int(distance),
         "cdwdata_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())})
