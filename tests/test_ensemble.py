@@ -266,3 +266,6 @@ def test_a_grand_canonical_t_scan_runs_and_is_checked_at_each_bath_temperature(t
         dn = cell["n"].values.astype(float) - ed.density_at(Q, float(cell["mu"]), T)
         got = float(res.sel(T=T, f=0.5, run=0, step=20)["n_rmse"])
         assert abs(got - np.sqrt((dn ** 2).mean())) < 1e-5
+    # the model re-evaluated at the stored mu, at each cell's T (a refined model plans per T)
+    again = kpmcheck.check_store(out, tol=1e-5, source="model")
+    assert np.allclose(again["n_rmse"].values, res["n_rmse"].values, atol=1e-3)

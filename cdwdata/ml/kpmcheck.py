@@ -143,7 +143,7 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
     frame_of = {int(s): i for i, s in enumerate(ds[schema.STEP].values)}
     shape = (len(Ts), len(fs), len(rs), len(st))
     out = {name: np.full(shape, np.nan) for name in VARIABLES}
-    models: dict[float, Any] = {}
+    models: dict[tuple[float, float], Any] = {}
 
     for it, T in enumerate(Ts):
         for jf, f in enumerate(fs):
@@ -166,12 +166,12 @@ def check_store(path, steps: Sequence[int] | None = None, window: tuple[int, int
                 if source == "store":
                     n_ml = cell[schema.N].values[idx].astype(np.float64)
                 else:
-                    if f not in models:
+                    if (f, Te) not in models:  # a model at each cell's filling and T
                         from cdwdata.ml.forcefield import load_model
 
-                        models[f] = load_model(model or _model_name(ds.attrs, float(f)),
-                                               params=p, f=float(f), T=Te)
-                    n_ml = models[f].density_at(Q, mu, Te)
+                        models[f, Te] = load_model(model or _model_name(ds.attrs, float(f)),
+                                                   params=p, f=float(f), T=Te)
+                    n_ml = models[f, Te].density_at(Q, mu, Te)
                 elastic = elastic_force(Q, p)
                 if source == "store" and schema.FORCE in ds:
                     F_ml = cell[schema.FORCE].values[idx].astype(np.float64)
