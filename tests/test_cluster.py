@@ -8,12 +8,14 @@ Langevin steps.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.special import expit
 
 from cdwdata import HolsteinParams, Lattice, ModelError
 from cdwdata.ml.cluster import ClusterLevels, ClusterSpec
@@ -25,27 +27,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PARAMS = HolsteinParams()
 
 
-def _direct_cluster_density(Q: np.ndarray, mu: float, T: float, r2: float, t: float,
-                            g: float) -> np.ndarray:
-    """n_i of the open cluster |r - r_i|^2 <= r2 around every site, built from Q directly."""
-    n = Q.shape[-1]
-    reach = int(np.floor(np.sqrt(r2)))
-    offs = [(dx, dy) for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)
-            if dx * dx + dy * dy <= r2]
-    where = {o: k for k, o in enumerate(offs)}
-    out = np.empty_like(Q)
-    for x in range(n):
-        for y in range(n):
-            H = np.zeros((len(offs), len(offs)))
-            for (dx, dy), k in where.items():
-                H[k, k] = -g * Q[(x + dx) % n, (y + dy) % n]
-                for ex, ey in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                    j = where.get((dx + ex, dy + ey))
-                    if j is not None:
-                        H[k, j] = -t
-            e, V = np.linalg.eigh(H)
-            out[x, y] = (V[where[(0, 0)]] ** 2 * expit((mu - e) / T)).sum()
-    return out
+def _direct_cluster_density(Q: np.ndarray, mu: float, T: float, r2: float) -> np.ndarray:
+    """n_i of the open cluster |r - r_i|^2 <= r2 around every site, built from Q directly
+    (the open-cluster oracle of the benchmarks, an independent construction)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cluster_oracle import cluster_density
+
+    return cluster_density(Q, mu, T, PARAMS, r2)
 
 
 def _features(Q: np.ndarray) -> torch.Tensor:
@@ -64,7 +52,7 @@ def test_cluster_levels_from_the_features_are_the_open_cluster_of_the_neighbourh
     w, e = cl.levels(_features(Q).reshape(-1, 45))
     np.testing.assert_allclose(w.sum(-1).numpy(), 1.0, atol=1e-12)
     n = (w * torch.sigmoid((mu - e) / T)).sum(-1).reshape(L, L).numpy()
-    np.testing.assert_allclose(n, _direct_cluster_density(Q, mu, T, r2, PARAMS.t, PARAMS.g),
+    np.testing.assert_allclose(n, _direct_cluster_density(Q, mu, T, r2),
                                atol=1e-10)
     assert cl.M == ClusterSpec(r2=r2).sites
 
@@ -103,7 +91,7 @@ def test_refinement_replaces_the_selected_sites_and_is_d4_invariant(rng):
     plan = _refined_plan(m, spec).bind(_features(Q[None]))
     count = plan.refine(mu)
     n = plan.density(mu)[0].numpy()
-    exact = _direct_cluster_density(Q, 0.3, 0.1, 8.0, PARAMS.t, PARAMS.g)
+    exact = _direct_cluster_density(Q, 0.3, 0.1, 8.0)
     picked = np.abs(n - n_net) > 0
     assert 0 < count < L * L and picked.sum() <= count
     np.testing.assert_allclose(n[picked], exact[picked], atol=1e-10)
@@ -123,7 +111,7 @@ def test_the_selection_follows_the_window_and_the_weight(rng):
     every.bind(_features(Q[None]))
     assert every.refine(mu) == L * L
     np.testing.assert_allclose(every.density(mu)[0].numpy(),
-                               _direct_cluster_density(Q, 0.0, 0.1, 5.0, PARAMS.t, PARAMS.g),
+                               _direct_cluster_density(Q, 0.0, 0.1, 5.0),
                                atol=1e-10)
     none = _refined_plan(m, ClusterSpec(r2=5.0, window_T=1e-8, weight=0.5))
     none.bind(_features(Q[None]))

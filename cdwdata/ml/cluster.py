@@ -154,10 +154,7 @@ class ClusterLevels:
         sites of every configuration with their cluster's (padded with empty levels);
         ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration. Returns
         the number of sites refined."""
-        K = w.shape[-1]
-        if K < self.M:
-            raise ModelError(f"a {self.M}-site cluster needs at least {self.M} levels per "
-                             f"site; the model has {K}")
+        pad = w.shape[-1] - self.M  # the plan has checked that the levels suffice
         mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
         count = 0
         for b in range(w.shape[0]):
@@ -165,14 +162,9 @@ class ClusterLevels:
             if rows.numel() == 0:
                 continue
             cw, ce = self.levels(G[b, rows])
-            pad_w = torch.zeros(rows.numel(), K, dtype=w.dtype, device=w.device)
-            pad_e = torch.zeros_like(pad_w)
-            pad_w[:, :self.M] = cw.to(w.dtype)
-            pad_e[:, :self.M] = ce.to(e.dtype)
             # empty levels sit at the cluster's lowest: weight 0, no effect on any sum
-            pad_e[:, self.M:] = ce[:, :1].to(e.dtype)
-            w[b, rows] = pad_w
-            e[b, rows] = pad_e
+            w[b, rows] = torch.nn.functional.pad(cw, (0, pad)).to(w.dtype)
+            e[b, rows] = torch.cat([ce, ce[:, :1].expand(-1, pad)], dim=1).to(e.dtype)
             count += rows.numel()
         self.last_count = count
         return count

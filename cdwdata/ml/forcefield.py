@@ -413,6 +413,7 @@ class GrandCanonicalForceField(MLForceField):
             raise ModelError(f"{self.name!r} refines at its own T={self.T}; asked for T={T}")
         lead, shape = Qn.shape[:-2], Qn.shape[-2:]
         Qm = torch.as_tensor(Qn, dtype=self.dtype, device=self._device).reshape(-1, *shape)
+
         def per_config(x):
             return torch.as_tensor(np.broadcast_to(x, lead).copy(),
                                    dtype=torch.float64).reshape(-1)
