@@ -101,6 +101,9 @@ class QuenchStage:
     #: with --use-shipped-models: one shipped model for every cell, named by version (a run
     #: resumed after a new default model is shipped keeps its model); "" = holstein-f{f}
     shipped_model: str = ""
+    #: with --use-shipped-models: ensemble B's model if it differs from ``shipped_model``
+    #: ("" = the same); each ensemble is one model, the two ensembles may differ
+    shipped_model_f_scan: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,8 +245,12 @@ PAPER = Preset(
     training=CPU.training,
     # bf16 hidden layers: 1.4x faster, L(t) and <|phi|> within 0.2 % of float32 with the same
     # noise (benchmarks/README.md, "Precision")
+    # ensemble A (T-scan) with holstein-gc-v5, the default model when it was started;
+    # ensemble B (f-scan) with holstein-gc-v12, 3x cheaper late in a quench and 1.3-2.5x
+    # closer to KPM at 200x200 (README, "The force field"); their common cell (T = 0.1,
+    # f = 0.5) compares the two models at paper scale
     quench=QuenchStage(L=200, steps=20000, save_every=100, runs=4, seed=0, precision="bf16",
-                       shipped_model="holstein-gc-v5"),
+                       shipped_model="holstein-gc-v5", shipped_model_f_scan="holstein-gc-v12"),
     analysis=AnalysisStage(fit_steps=(2000, 20000), n_boot=500),
     correlation=CorrelationStage(L=40, T=0.1, fillings=PAPER_FILLINGS, runs=4, steps=2000,
                                  save_every=20, show_steps=(200, 1000, 2000), seed=1001,

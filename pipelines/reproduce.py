@@ -72,6 +72,7 @@ class Context:
     use_shipped_models: bool = False
     resume: bool = False
     until: str | None = None  # stop after this stage
+    only: tuple[str, ...] = ()  # run only these stages (another process may run the rest)
     progress: bool = False
     command: str = ""
     log: Callable[[str], None] = print
@@ -87,19 +88,30 @@ class Context:
     def models_dir(self) -> Path:
         return self.out / "models"
 
-    def model_name(self, f: float) -> str:
-        if self.use_shipped_models and self.preset.quench.shipped_model:
-            return self.preset.quench.shipped_model
+    def model_name(self, f: float, which: str = "T-scan") -> str:
+        """The model of filling f in ensemble ``which`` (T-scan or f-scan)."""
+        q = self.preset.quench
+        if self.use_shipped_models and which == "f-scan" and q.shipped_model_f_scan:
+            return q.shipped_model_f_scan
+        if self.use_shipped_models and q.shipped_model:
+            return q.shipped_model
         return f"holstein-f{float(f):g}"
+
+    def model_names(self) -> list[str]:
+        """Every model a run of the preset uses, in order of first use."""
+        names = [self.model_name(f, w) for w in ("T-scan", "f-scan") for f in self.preset.fillings]
+        return list(dict.fromkeys(names))
 
     def model_stem(self, f: float) -> Path:
         return self.models_dir / self.model_name(f)
 
-    @property
-    def forcefield(self) -> str:
-        """Force-field spec of the ML quenches ('{f}' is replaced by the filling)."""
+    def forcefield(self, which: str = "T-scan") -> str:
+        """Force-field spec of ensemble ``which`` ('{f}' is replaced by the filling)."""
         if self.use_shipped_models:
-            return self.preset.quench.shipped_model or "holstein-f{f}"
+            q = self.preset.quench
+            if which == "f-scan" and q.shipped_model_f_scan:
+                return q.shipped_model_f_scan
+            return q.shipped_model or "holstein-f{f}"
         return str(self.models_dir.resolve() / "holstein-f{f}")
 
     def quench(self, which: str) -> Path:
@@ -307,7 +319,7 @@ def quench_stage(ctx: Context, which: str) -> Stage:
 
         return QuenchConfig(L=q.L, temperatures=temps, fillings=fills, runs=q.runs,
                             steps=q.steps, save_every=q.save_every, seed=seed,
-                            params=ctx.params, forcefield=ctx.forcefield,
+                            params=ctx.params, forcefield=ctx.forcefield(which),
                             frame_vars=("Q", "n"), frame_dtype=q.frame_dtype,
                             device=ctx.device, compute_dtype=q.compute_dtype,
                             precision=q.precision)
@@ -326,9 +338,19 @@ def quench_stage(ctx: Context, which: str) -> Stage:
                  f"ML-Langevin ensemble {'A' if which == 'T-scan' else 'B'}: {q.L}x{q.L}, "
                  f"T = {', '.join(f'{t:g}' for t in temps)}, f = "
                  f"{', '.join(f'{f:g}' for f in fills)}, {q.runs} runs x {q.steps} steps",
-                 {"quench": _jsonable(q), "temperatures": list(temps), "fillings": list(fills),
+                 {"quench": _ensemble_quench(ctx, which), "temperatures": list(temps),
+                  "fillings": list(fills),
                   "seed": seed, "models": models, "params": p.params},
                  [path], lambda: _frames_complete(path), run, deps=("train",))
+
+
+def _ensemble_quench(ctx: Context, which: str) -> dict[str, Any]:
+    """The quench settings of one ensemble, with its own model as ``shipped_model``."""
+    q = _jsonable(ctx.preset.quench)
+    q.pop("shipped_model_f_scan", None)
+    if which == "f-scan" and ctx.preset.quench.shipped_model_f_scan:
+        q["shipped_model"] = ctx.preset.quench.shipped_model_f_scan
+    return q
 
 
 def analyze_stage(ctx: Context, which: str) -> Stage:
@@ -374,7 +396,7 @@ def correlation_stage(ctx: Context, which: str) -> Stage:
             return {"runs": c.runs, "copied_from": str(src)}
         cfg = QuenchConfig(L=c.L, temperatures=(c.T,), fillings=tuple(c.fillings), runs=c.runs,
                            steps=c.steps, save_every=c.save_every, seed=c.seed,
-                           params=ctx.params, forcefield="ed" if ed else ctx.forcefield,
+                           params=ctx.params, forcefield="ed" if ed else ctx.forcefield(),
                            frame_vars=("Q", "n"), frame_dtype="float64", device=ctx.device,
                            compute_dtype="float64" if ed else ctx.preset.quench.compute_dtype,
                            precision="float32" if ed else ctx.preset.quench.precision)
@@ -446,8 +468,7 @@ def catalog_stage(ctx: Context) -> Stage:
         if ctx.use_shipped_models:
             from cdwdata.ml.forcefield import model_file
 
-            paths += sorted({Path(f"{model_file(ctx.model_name(f))}.json")
-                             for f in ctx.preset.fillings})
+            paths += sorted({Path(f"{model_file(name)}.json") for name in ctx.model_names()})
         return paths
 
     def run(overwrite):
@@ -592,7 +613,8 @@ def summary_markdown(ctx: Context, stages: list[dict]) -> str:
              f"Command: `{ctx.command}`", "",
              f"Model parameters: {ctx.params.to_dict()}; "
              f"ML force fields: {'shipped models' if ctx.use_shipped_models else 'trained here'} "
-             f"(`{ctx.forcefield}`).", "",
+             f"(T-scan `{ctx.forcefield('T-scan')}`, f-scan `{ctx.forcefield('f-scan')}`).",
+             "",
              "## Growth exponents L(t) ~ t^alpha (paper Fig. 7)", "",
              f"Quenches of {q.L}x{q.L} lattices, {q.runs} runs per cell, {q.steps} steps "
              f"(dt = {ctx.params.dt:g}). Fit window (late times): steps {a.fit_steps[0]}.."
@@ -680,7 +702,9 @@ def plan(ctx: Context) -> list[dict[str, Any]]:
     for stage in build_stages(ctx, list):
         marker = _marker(ctx, stage.name)
         done = json.loads(marker.read_text()) if marker.exists() else None
-        if stage.disabled:
+        if ctx.only and stage.name not in ctx.only:
+            state = "not selected (--only)"
+        elif stage.disabled:
             state = f"disabled: {stage.disabled}"
         elif done is not None and done.get("config") != _jsonable(stage.config):
             state = "refused: config changed"
@@ -712,9 +736,12 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
     if ctx.use_shipped_models:
         check_shipped_models(ctx)
     stages = build_stages(ctx, lambda: record["stages"])
-    if ctx.until is not None and ctx.until not in [s.name for s in stages]:
-        raise PipelineError(f"--until {ctx.until!r} is not a stage: use one of "
-                            f"{', '.join(s.name for s in stages)}")
+    names = [s.name for s in stages]
+    for opt, wanted in (("--until", [ctx.until] if ctx.until else []), ("--only", ctx.only)):
+        for name in wanted:
+            if name not in names:
+                raise PipelineError(f"{opt} {name!r} is not a stage: use one of "
+                                    f"{', '.join(names)}")
     ran: set[str] = set()
     ctx.log(f"cdwdata paper reproduction, preset {ctx.preset.name!r} -> {ctx.out}")
     try:
@@ -727,6 +754,10 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
             entry: dict[str, Any] = {"name": stage.name, "what": stage.what,
                                      "config": stage.config,
                                      "outputs": [_rel(o, ctx.out) for o in stage.outputs]}
+            if ctx.only and stage.name not in ctx.only:
+                entry.update(status="skipped", reason="--only", time_s=0.0)
+                record["stages"].append(entry)
+                continue
             if stage.disabled:
                 ctx.log(f"{head}: skipped ({stage.disabled})")
                 entry.update(status="skipped", reason=stage.disabled, time_s=0.0)
@@ -789,9 +820,11 @@ def run_pipeline(ctx: Context) -> dict[str, Any]:
 
 def _write_record(ctx: Context, record: dict[str, Any], t_start: float) -> None:
     record["wall_s"] = time.perf_counter() - t_start
-    tmp = ctx.out / "pipeline.json.tmp"
+    # a run of selected stages keeps its own record, so two processes never share one
+    name = "pipeline" + "".join(f".{s}" for s in ctx.only) + ".json"
+    tmp = ctx.out / f"{name}.tmp"
     tmp.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
-    os.replace(tmp, ctx.out / "pipeline.json")
+    os.replace(tmp, ctx.out / name)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -816,8 +849,7 @@ def check_shipped_models(ctx: Context) -> None:
     from cdwdata.ml.forcefield import MODELS_DIR, list_models
 
     shipped = list_models()
-    missing = [ctx.model_name(f) for f in ctx.preset.fillings
-               if ctx.model_name(f) not in shipped]
+    missing = [name for name in ctx.model_names() if name not in shipped]
     if missing:
         raise PipelineError(
             f"--use-shipped-models: no shipped model {', '.join(missing)} in {MODELS_DIR} "
@@ -849,6 +881,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument("--until", default=None, metavar="STAGE",
                    help="stop after this stage (a later run continues from there)")
+    p.add_argument("--only", nargs="+", default=(), metavar="STAGE",
+                   help="run only these stages, for example quench-f-scan in a second "
+                   "process while the first runs quench-T-scan (its record goes to "
+                   "pipeline.STAGE.json)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the stages and whether each would run or be skipped; do nothing")
     return p.parse_args(argv)
@@ -870,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(preset=preset, out=out, scheduler=args.scheduler, device=args.device,
                   workers=args.workers, use_shipped_models=args.use_shipped_models,
                   resume=args.resume, progress=args.progress, command=command,
-                  until=args.until)
+                  until=args.until, only=tuple(args.only))
     from cdwdata.errors import CdwError, StoreError
 
     if args.dry_run:

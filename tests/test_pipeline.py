@@ -117,6 +117,38 @@ def test_shipped_models_missing_fails_clearly(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "s" / "quench").exists()
 
 
+def test_each_ensemble_has_one_model_and_t_scan_config_is_unchanged(tmp_path):
+    """The paper preset runs ensemble B on its own model; ensemble A's stage config (what a
+    resumed run compares with its marker) holds no trace of B's."""
+    paper = presets.load("paper")
+    ctx = reproduce.Context(preset=paper, out=tmp_path / "p", use_shipped_models=True)
+    assert ctx.forcefield("T-scan") == paper.quench.shipped_model == "holstein-gc-v5"
+    assert ctx.forcefield("f-scan") == paper.quench.shipped_model_f_scan == "holstein-gc-v12"
+    assert ctx.model_names() == ["holstein-gc-v5", "holstein-gc-v12"]
+    a = reproduce.quench_stage(ctx, "T-scan").config["quench"]
+    b = reproduce.quench_stage(ctx, "f-scan").config["quench"]
+    assert "shipped_model_f_scan" not in a and a["shipped_model"] == "holstein-gc-v5"
+    assert b["shipped_model"] == "holstein-gc-v12"
+    assert {k: v for k, v in a.items() if k != "shipped_model"} == \
+        {k: v for k, v in b.items() if k != "shipped_model"}
+    same = reproduce.Context(preset=presets.load("cpu"), out=tmp_path / "c",
+                             use_shipped_models=True)
+    assert same.forcefield("f-scan") == same.forcefield("T-scan") == "holstein-f{f}"
+    trained = reproduce.Context(preset=paper, out=tmp_path / "t")
+    assert trained.forcefield("f-scan").endswith("holstein-f{f}")
+
+
+def test_only_plans_the_named_stages_and_rejects_unknown_ones(tmp_path, capsys):
+    ctx = reproduce.Context(preset=presets.FULL, out=tmp_path / "full",
+                            only=("quench-f-scan", "analyze-f-scan"))
+    states = {s["name"]: s["state"] for s in reproduce.plan(ctx)}
+    assert states["quench-f-scan"] == states["analyze-f-scan"] == "to run"
+    assert states["quench-T-scan"] == "not selected (--only)"
+    assert _run(["--preset", "small", "--out", tmp_path / "s", "--only", "nope"]) == 2
+    assert "--only 'nope' is not a stage" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "quench").exists()
+
+
 # --- the small preset end to end (slow) ----------------------------------------------------------
 @pytest.mark.slow
 def test_every_stage_ran_and_wrote_its_outputs(small_run):
@@ -308,6 +340,26 @@ def test_until_stops_after_a_stage_and_a_rerun_continues(small_run, tmp_path):
     with pytest.raises(reproduce.PipelineError, match="not a stage"):
         reproduce.run_pipeline(reproduce.Context(preset=presets.SMALL, out=out,
                                                  log=lines.append, until="nope"))
+
+
+def test_only_runs_the_named_stages_with_its_own_record(small_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(small_run["out"], out)
+    (out / ".pipeline" / "analyze-f-scan.json").unlink()
+    before = (out / "pipeline.json").read_text()
+    lines: list[str] = []
+    record = reproduce.run_pipeline(reproduce.Context(
+        preset=presets.SMALL, out=out, command="test", log=lines.append,
+        only=("analyze-f-scan",)))
+    status = {s["name"]: (s["status"], s.get("reason")) for s in record["stages"]}
+    assert status["analyze-f-scan"] == ("ran", None)
+    assert all(v == ("skipped", "--only") for k, v in status.items() if k != "analyze-f-scan")
+    assert (out / ".pipeline" / "analyze-f-scan.json").exists()
+    assert (out / "pipeline.json").read_text() == before
+    assert json.loads((out / "pipeline.analyze-f-scan.json").read_text())["stages"] \
+        == record["stages"]
 
 
 def test_publish_one_ensemble_of_a_run_still_going(small_run, tmp_path):
