@@ -124,9 +124,13 @@ on exact ties". NaN in the input propagates to NaN features of the affected site
 
 Cost
 ----
-About 250 elementwise operations on (..., L, L) planes plus one write of the (..., L, L, 45)
-output; no per-site Python loop. Peak memory is about three times the output (less without
-autograd, when the planes are written straight into the output). The lexicographic
+About 200 elementwise operations on (..., L, L) planes; no per-site Python loop. Without
+autograd every plane is written into a :class:`Workspace` (about 2.6 times the output),
+which a hot loop keeps from step to step, so a step allocates nothing of the lattice's size
+but the frame codes; the features are left plane by plane (feature-major) and handed on as a
+strided (..., L, L, 45) view, since scattering them into site-major rows costs more than the
+arithmetic. With autograd the planes are fresh tensors, stacked at the end: the same
+operations in the same order, so both paths agree bit for bit (tested). The lexicographic
 tie-break runs only on the (rare) sites whose reference lies exactly on a wedge boundary;
 keys that vanish on all of them are skipped, so even a perfect checkerboard stays cheap.
 """
@@ -149,6 +153,7 @@ __all__ = [
     "N_FEATURES",
     "R_CUT",
     "Descriptor",
+    "Workspace",
     "features",
     "features_torch",
     "ir_coefficients_torch",
@@ -352,7 +357,72 @@ def neighbourhood_torch(Q: torch.Tensor) -> torch.Tensor:
     return torch.stack([_shifted(Qp, L, int(dx), int(dy)) for dx, dy in NEIGHBOUR_OFFSETS], -1)
 
 
-def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor]
+class _Fresh:
+    """Arithmetic of :func:`_project` on fresh tensors (autograd, :func:`ir_matrix`)."""
+
+    def add(self, a, b, dst=None):
+        return a + b
+
+    def sub(self, a, b, dst=None):
+        return a - b
+
+    def mul(self, a, c, dst=None):
+        return a * c
+
+    def add_mul(self, a, b, c, dst=None):
+        return (a + b) * c
+
+    def sub_mul(self, a, b, c, dst=None):
+        return (a - b) * c
+
+
+class _Into:
+    """The same arithmetic written into the planes of a :class:`Workspace`: ``dst`` when
+    given, otherwise the next scratch plane. Same operations in the same order, so the
+    results are bit for bit those of :class:`_Fresh`."""
+
+    def __init__(self, scratch: torch.Tensor) -> None:
+        self.scratch, self.next = scratch, 0
+
+    def _dst(self, dst):
+        if dst is not None:
+            return dst
+        self.next += 1
+        return self.scratch[self.next - 1]
+
+    def add(self, a, b, dst=None):
+        return torch.add(a, b, out=self._dst(dst))
+
+    def sub(self, a, b, dst=None):
+        return torch.sub(a, b, out=self._dst(dst))
+
+    def mul(self, a, c, dst=None):
+        return torch.mul(a, c, out=self._dst(dst))
+
+    def add_mul(self, a, b, c, dst=None):
+        return torch.add(a, b, out=self._dst(dst)).mul_(c)
+
+    def sub_mul(self, a, b, c, dst=None):
+        return torch.sub(a, b, out=self._dst(dst)).mul_(c)
+
+
+#: Scratch planes :func:`_project` takes from a workspace: w (22), S, Dd (11 each), and the
+#: last two for the even parts u of two partner pairs at a time.
+_SCRATCH = 46
+# Destination of every one-dimensional coefficient (feature order) among the values computed
+# in _project, and of the doublet components (feature order of ex, ey).
+_F1_ORDER = ("v0", "a1_1.0", "a1_2.0", "a1_1.1", "a1_3.0", "a1_2.1", "a1_1.2", "a1_3.1",
+             "a1_3.2", "a2_3.0", "a2_3.1", "a2_3.2", "b1_1.0", "b1_1.1", "b1_3.0", "b1_1.2",
+             "b1_3.1", "b1_3.2", "b2_2.0", "b2_3.0", "b2_2.1", "b2_3.1", "b2_3.2")
+_EX_ORDER = ("e1x.0", "e2x.0", "e1x.1", "majx.0", "minx.0", "e2x.1", "e1x.2", "majx.1",
+             "minx.1", "majx.2", "minx.2")
+_EY_ORDER = ("e1y.0", "e2y.0", "e1y.1", "majy.0", "miny.0", "e2y.1", "e1y.2", "majy.1",
+             "miny.1", "majy.2", "miny.2")
+
+
+def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor],
+             ops=None, f1_out: torch.Tensor | None = None, ex_out: torch.Tensor | None = None,
+             ey_out: torch.Tensor | None = None
              ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """IR coefficients as lists of planes.
 
@@ -362,6 +432,10 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor]
         Centre values.
     vF, vG : 22 tensors (..., L, L)
         Values at the pair representatives ``r`` (``_PAIRS``) and at their partners ``-r``.
+    ops : _Fresh or _Into, optional
+        Where results go (default: fresh tensors).
+    f1_out, ex_out, ey_out : (23, ...), (11, ...), (11, ...), optional
+        With :class:`_Into`: planes that receive the results.
 
     Returns
     -------
@@ -373,19 +447,36 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor]
     Only sums and differences of two D4-related operands and multiplications by constants
     are used, so D4 maps every intermediate to +- another one exactly (module docstring).
     """
-    u = [a + b for a, b in zip(vF, vG, strict=True)]  # even part of each pair
-    w = [a - b for a, b in zip(vF, vG, strict=True)]  # odd part of each pair
-    S = [u[k] + u[k + 11] for k in range(11)]  # partners: x<->y, P1<->P2, a<->c, b<->d
-    Dd = [u[k] - u[k + 11] for k in range(11)]
-    del u
+    ops = ops or _Fresh()
+    dst: dict[str, torch.Tensor | None] = {}
+    if f1_out is not None:
+        dst.update({"u.0": ops.scratch[-2], "u.1": ops.scratch[-1]})
+        dst.update(zip(_F1_ORDER, f1_out.unbind(0), strict=True))
+        dst.update(zip(_EX_ORDER, ex_out.unbind(0), strict=True))
+        dst.update(zip(_EY_ORDER, ey_out.unbind(0), strict=True))
+
+    def out(name, i):
+        return dst.get(f"{name}.{i}")
+
+    w = [ops.sub(a, b) for a, b in zip(vF, vG, strict=True)]  # odd part of each pair
+    S, Dd = [], []  # partners: x<->y, P1<->P2, a<->c, b<->d
+    for k in range(11):  # even parts u of two partner pairs, then their sum and difference
+        u, u2 = ops.add(vF[k], vG[k], out("u", 0)), ops.add(vF[k + 11], vG[k + 11], out("u", 1))
+        S.append(ops.add(u, u2))
+        Dd.append(ops.sub(u, u2))
     # type I (d2 = 1, 4, 9): A1, B1;  type II (d2 = 2, 8): A1, B2
-    a1_1, b1_1 = [S[k] * _C2 for k in range(3)], [Dd[k] * _C2 for k in range(3)]
-    a1_2, b2_2 = [S[k] * _C2 for k in (3, 4)], [Dd[k] * _C2 for k in (3, 4)]
+    a1_1 = [ops.mul(S[k], _C2, out("a1_1", k)) for k in range(3)]
+    b1_1 = [ops.mul(Dd[k], _C2, out("b1_1", k)) for k in range(3)]
+    a1_2 = [ops.mul(S[k], _C2, out("a1_2", i)) for i, k in enumerate((3, 4))]
+    b2_2 = [ops.mul(Dd[k], _C2, out("b2_2", i)) for i, k in enumerate((3, 4))]
     # type III (d2 = 5, 10, 13): blocks {a, c} (S[5:8]), {b, d} (S[8:11])
-    a1_3 = [(S[5 + i] + S[8 + i]) * _CR8 for i in range(3)]
-    a2_3 = [(S[5 + i] - S[8 + i]) * _CR8 for i in range(3)]
-    b1_3 = [(Dd[5 + i] - Dd[8 + i]) * _CR8 for i in range(3)]
-    b2_3 = [(Dd[5 + i] + Dd[8 + i]) * _CR8 for i in range(3)]
+    a1_3 = [ops.add_mul(S[5 + i], S[8 + i], _CR8, out("a1_3", i)) for i in range(3)]
+    a2_3 = [ops.sub_mul(S[5 + i], S[8 + i], _CR8, out("a2_3", i)) for i in range(3)]
+    b1_3 = [ops.sub_mul(Dd[5 + i], Dd[8 + i], _CR8, out("b1_3", i)) for i in range(3)]
+    b2_3 = [ops.add_mul(Dd[5 + i], Dd[8 + i], _CR8, out("b2_3", i)) for i in range(3)]
+    if "v0" in dst:
+        dst["v0"].copy_(v0)
+        v0 = dst["v0"]
     f1 = [
         v0, a1_1[0], a1_2[0], a1_1[1], a1_3[0], a1_2[1], a1_1[2], a1_3[1], a1_3[2],  # A1
         *a2_3,  # A2 5, 10, 13
@@ -393,15 +484,16 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor]
         b2_2[0], b2_3[0], b2_2[1], b2_3[1], b2_3[2],  # B2 2, 5, 8, 10, 13
     ]
     # doublets. type I: Q(r) - Q(-r); type II: sum_r sign(x) Q(r) / 2, sum_r sign(y) Q(r) / 2
-    e1x, e1y = [w[k] * _CR2 for k in range(3)], [w[11 + k] * _CR2 for k in range(3)]
-    e2x = [(w[3 + i] + w[14 + i]) * _C2 for i in range(2)]
-    e2y = [(w[3 + i] - w[14 + i]) * _C2 for i in range(2)]
+    e1x = [ops.mul(w[k], _CR2, out("e1x", k)) for k in range(3)]
+    e1y = [ops.mul(w[11 + k], _CR2, out("e1y", k)) for k in range(3)]
+    e2x = [ops.add_mul(w[3 + i], w[14 + i], _C2, out("e2x", i)) for i in range(2)]
+    e2y = [ops.sub_mul(w[3 + i], w[14 + i], _C2, out("e2y", i)) for i in range(2)]
     # type III: blocks {a, d}, {b, c}
     wa, wb, wc, wd = w[5:8], w[8:11], w[16:19], w[19:22]
-    majx = [(wa[i] + wd[i]) * _C2 for i in range(3)]
-    majy = [(wb[i] + wc[i]) * _C2 for i in range(3)]
-    minx = [(wb[i] - wc[i]) * _C2 for i in range(3)]
-    miny = [(wa[i] - wd[i]) * _C2 for i in range(3)]
+    majx = [ops.add_mul(wa[i], wd[i], _C2, out("majx", i)) for i in range(3)]
+    majy = [ops.add_mul(wb[i], wc[i], _C2, out("majy", i)) for i in range(3)]
+    minx = [ops.sub_mul(wb[i], wc[i], _C2, out("minx", i)) for i in range(3)]
+    miny = [ops.sub_mul(wa[i], wd[i], _C2, out("miny", i)) for i in range(3)]
     ex = [e1x[0], e2x[0], e1x[1], majx[0], minx[0], e2x[1], e1x[2], majx[1], minx[1],
           majx[2], minx[2]]
     ey = [e1y[0], e2y[0], e1y[1], majy[0], miny[0], e2y[1], e1y[2], majy[1], miny[1],
@@ -495,40 +587,123 @@ def _frame_codes(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.
 
 
 def _apply_frame(f1: list[torch.Tensor], ex: list[torch.Tensor], ey: list[torch.Tensor],
-                 code: torch.Tensor, tab: _Tables, out: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-    """Features (..., L, L, 45): the IR coefficients transformed by the frame of each site.
-
-    Without autograd the planes are written straight into the output (no second full-size
-    intermediate); with autograd they are stacked (``out=`` is not differentiable).
-    """
+                 code: torch.Tensor, tab: _Tables) -> torch.Tensor:
+    """Features (..., L, L, 45): the IR coefficients transformed by the frame of each site,
+    stacked from fresh planes (the autograd path; :func:`_features_into` is the other)."""
     swap, sxp, syp = tab.swap[code], tab.sxp[code], tab.syp[code]
     chi = [tab.chars[:, j][code] for j in range(3)]  # A2, B1, B2
-    if torch.is_grad_enabled() and f1[0].requires_grad:
-        planes = list(f1[:9])
-        for j, sl in enumerate((_SLICE_A2, _SLICE_B1, _SLICE_B2)):
-            planes += [f1[k] * chi[j] for k in range(sl.start, sl.stop)]
-        for x, y in zip(ex, ey, strict=True):
-            planes += [torch.where(swap, y, x) * sxp, torch.where(swap, x, y) * syp]
-        return torch.stack(planes, dim=-1)
-    shape = (*code.shape, N_FEATURES)
-    if out is None or out.shape != shape or out.dtype != f1[0].dtype:
-        out = torch.empty(shape, dtype=f1[0].dtype, device=f1[0].device)
-    for k in range(9):
-        out[..., k].copy_(f1[k])
+    planes = list(f1[:9])
     for j, sl in enumerate((_SLICE_A2, _SLICE_B1, _SLICE_B2)):
-        for k in range(sl.start, sl.stop):
-            torch.mul(f1[k], chi[j], out=out[..., k])
-    for k, (x, y) in enumerate(zip(ex, ey, strict=True)):
-        torch.mul(torch.where(swap, y, x), sxp, out=out[..., 23 + 2 * k])
-        torch.mul(torch.where(swap, x, y), syp, out=out[..., 24 + 2 * k])
-    return out
+        planes += [f1[k] * chi[j] for k in range(sl.start, sl.stop)]
+    for x, y in zip(ex, ey, strict=True):
+        planes += [torch.where(swap, y, x) * sxp, torch.where(swap, x, y) * syp]
+    return torch.stack(planes, dim=-1)
 
 
-def _features_impl(Q: torch.Tensor, tab: _Tables, out: torch.Tensor | None = None
+class Workspace:
+    """Kept planes for the descriptor of configurations of one shape: a hot loop that passes
+    the same workspace at every step allocates nothing (:meth:`Descriptor.forward`).
+
+    The features are computed plane by plane into ``planes`` (45, ..., L, L) and returned as
+    the view ``planes.movedim(0, -1)`` of shape (..., L, L, 45): rows of sites with a stride
+    between features, which matrix products read directly. The next call overwrites them.
+    Memory: about 117 planes of the lattice (45 features, 46 scratch, 22 doublet components,
+    the padded copy of Q and two reference planes).
+    """
+
+    def __init__(self, shape, dtype: torch.dtype = torch.float32, device="cpu") -> None:
+        shape = tuple(int(n) for n in shape)
+        check_lattice_shape(shape)
+        self.shape, self.dtype, self.device = shape, dtype, torch.device(device)
+        L1, L2 = shape[-2:]
+        kw = {"dtype": dtype, "device": self.device}
+        self.pad = torch.empty(*shape[:-2], L1 + 2 * _PAD, L2 + 2 * _PAD, **kw)
+        self.planes = torch.empty(N_FEATURES, *shape, **kw)
+        self.scratch = torch.empty(_SCRATCH, *shape, **kw)
+        self.exy = torch.empty(22, *shape, **kw)
+        self.ref = torch.empty(3, *shape, **kw)  # D_x, D_y and one product
+
+    @classmethod
+    def reuse(cls, ws: Workspace | None, shape, dtype: torch.dtype, device) -> Workspace:
+        """``ws`` if it was made for ``shape``, ``dtype`` and ``device``, else a new one."""
+        if (ws is not None and ws.shape == tuple(shape) and ws.dtype == dtype
+                and ws.device == torch.device(device)):
+            return ws
+        return cls(shape, dtype, device)
+
+    def holds(self, G: torch.Tensor) -> bool:
+        """Whether ``G`` is the feature view this workspace returned."""
+        return G.data_ptr() == self.planes.data_ptr() and G.shape == (*self.shape, N_FEATURES)
+
+    def converted(self, dtype: torch.dtype) -> torch.Tensor:
+        """The features in ``dtype`` (e.g. bfloat16), converted plane by plane into a kept
+        buffer (contiguous planes: 20x cheaper than converting site rows with a stride), as
+        a (..., L, L, 45) view like :meth:`Descriptor.forward`'s."""
+        low = getattr(self, "_low", None)
+        if low is None or low.dtype != dtype:
+            low = self._low = torch.empty_like(self.planes, dtype=dtype)
+        return low.copy_(self.planes).movedim(0, -1)
+
+    def fits(self, Q: torch.Tensor) -> bool:
+        """Whether ``Q`` has this workspace's shape, dtype and device."""
+        return (tuple(Q.shape) == self.shape and Q.dtype == self.dtype
+                and Q.device == self.device)
+
+    def padded(self, Q: torch.Tensor) -> torch.Tensor:
+        """:func:`_padded` of ``Q``, written into the kept buffer."""
+        p, (L1, L2) = _PAD, self.shape[-2:]
+        Qp = self.pad
+        Qp[..., p:p + L1, p:p + L2].copy_(Q)
+        Qp[..., :p, p:p + L2].copy_(Q[..., -p:, :])
+        Qp[..., p + L1:, p:p + L2].copy_(Q[..., :p, :])
+        Qp[..., :, :p].copy_(Qp[..., :, L2:L2 + p])
+        Qp[..., :, p + L2:].copy_(Qp[..., :, p:2 * p])
+        return Qp
+
+    def wsum(self, terms: list[torch.Tensor], w: torch.Tensor, acc: torch.Tensor
+             ) -> torch.Tensor:
+        """:func:`_wsum` over all eleven doublets into ``acc`` (same operations, same
+        order)."""
+        tmp = self.ref[2]
+        torch.mul(terms[0], w[0], out=acc)
+        for k in range(1, len(terms)):
+            acc.add_(torch.mul(terms[k], w[k], out=tmp))
+        return acc
+
+
+def _features_into(Q: torch.Tensor, tab: _Tables, ws: Workspace) -> torch.Tensor:
+    """The features of ``Q`` written into ``ws`` (no allocation proportional to the lattice
+    but the frame codes); equal bit for bit to the allocating path."""
+    Qp, L = ws.padded(Q), Q.shape[-1]
+    vF = [_shifted(Qp, L, dx, dy) for dx, dy in _PAIRS]
+    vG = [_shifted(Qp, L, -dx, -dy) for dx, dy in _PAIRS]
+    F, EX, EY = ws.planes, ws.exy[:11], ws.exy[11:]
+    f1, ex, ey = _project(Q, vF, vG, _Into(ws.scratch), F[:23], EX, EY)
+    code, tie = _fast_codes(ws.wsum(ex, tab.dipole, ws.ref[0]),
+                            ws.wsum(ey, tab.dipole, ws.ref[1]))
+    if bool(tie.any()):
+        code[tie] = _resolve_ties([p[tie] for p in f1], [p[tie] for p in ex],
+                                  [p[tie] for p in ey], tab)
+    swap, sxp, syp = tab.swap[code], tab.sxp[code], tab.syp[code]
+    for j, sl in enumerate((_SLICE_A2, _SLICE_B1, _SLICE_B2)):
+        F[sl].mul_(tab.chars[:, j][code])
+    torch.where(swap, EY, EX, out=F[23::2]).mul_(sxp)
+    torch.where(swap, EX, EY, out=F[24::2]).mul_(syp)
+    return F.movedim(0, -1)
+
+
+def _features_impl(Q: torch.Tensor, tab: _Tables, out: torch.Tensor | Workspace | None = None
                    ) -> torch.Tensor:
-    f1, ex, ey = _ir_parts(Q)
-    return _apply_frame(f1, ex, ey, _frame_codes(f1, ex, ey, tab), tab, out)
+    if torch.is_grad_enabled() and Q.requires_grad:
+        f1, ex, ey = _ir_parts(Q)
+        return _apply_frame(f1, ex, ey, _frame_codes(f1, ex, ey, tab), tab)
+    if isinstance(out, Workspace) and out.fits(Q):
+        return _features_into(Q, tab, out)
+    G = _features_into(Q, tab, Workspace(Q.shape, Q.dtype, Q.device))
+    shape = (*Q.shape, N_FEATURES)
+    if isinstance(out, torch.Tensor) and out.shape == shape and out.dtype == Q.dtype:
+        return out.copy_(G)
+    return G.contiguous()
 
 
 def _tables_for(Q: torch.Tensor) -> _Tables:
@@ -679,13 +854,17 @@ class Descriptor(torch.nn.Module):
         Parameters
         ----------
         Q : torch.Tensor, shape (..., L, L)
-        out : torch.Tensor, optional
-            Buffer of the result's shape and dtype, written in place and returned (used
-            without autograd; a buffer of another shape is ignored).
+        out : Workspace or torch.Tensor, optional
+            Without autograd: a :class:`Workspace` of ``Q``'s shape, dtype and device, whose
+            planes receive the features (the result is a view of them, valid until the next
+            call with it: no allocation in a hot loop); or a tensor of the result's shape and
+            dtype, written in place and returned. Anything else is ignored.
 
         Returns
         -------
         torch.Tensor, shape (..., L, L, N_FEATURES)
+            Contiguous, except the view into a workspace (site rows with a stride between
+            features).
         """
         Q = _check_tensor(Q)
         return _features_impl(Q, self._tables(Q), out)

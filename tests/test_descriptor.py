@@ -476,3 +476,43 @@ def test_cuda_matches_cpu(rng, dtype):
     for op in range(8):
         G = dsc.features_torch(torch.as_tensor(lat.apply_d4(Q.numpy(), op, (3, 4))).cuda())
         torch.testing.assert_close(G[:, 3, 4], F_gpu[:, 3, 4], rtol=0, atol=TOL)
+
+
+# ------------------------------------------------------------------------------- workspace
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), L=st.sampled_from([4, 6, 8, 12]),
+       batch=st.sampled_from([(), (1,), (3,)]), dtype=st.sampled_from(["float32", "float64"]),
+       integer=st.booleans())
+def test_workspace_path_equals_the_autograd_path_bit_for_bit(seed, L, batch, dtype, integer):
+    """Two implementations of one arithmetic: planes written into a kept workspace (the hot
+    loop) and fresh planes stacked under autograd. Integer-valued Q puts many sites on wedge
+    boundaries, where the tie-break runs."""
+    r = np.random.default_rng(seed)
+    Q = r.integers(-1, 2, (*batch, L, L)) if integer else r.normal(0, 1, (*batch, L, L))
+    Q = torch.as_tensor(Q, dtype=getattr(torch, dtype))
+    ref = dsc.features_torch(Q.clone().requires_grad_()).detach()
+    ws = dsc.Workspace(Q.shape, Q.dtype)
+    got = dsc.Descriptor()(Q, ws)
+    assert torch.equal(got, ref)
+    assert torch.equal(dsc.features_torch(Q), ref) and dsc.features_torch(Q).is_contiguous()
+    out = torch.empty_like(ref)
+    assert dsc.Descriptor()(Q, out) is out and torch.equal(out, ref)
+
+
+def test_workspace_is_reused_without_allocating_its_planes(rng):
+    Q1 = torch.as_tensor(rng.normal(0, 1, (2, 10, 10)))
+    Q2 = torch.as_tensor(rng.normal(0, 1, (2, 10, 10)))
+    ws = dsc.Workspace.reuse(None, Q1.shape, Q1.dtype, "cpu")
+    assert dsc.Workspace.reuse(ws, Q1.shape, Q1.dtype, "cpu") is ws
+    assert dsc.Workspace.reuse(ws, (2, 12, 12), Q1.dtype, "cpu") is not ws
+    assert dsc.Workspace.reuse(ws, Q1.shape, torch.float32, "cpu") is not ws
+    desc = dsc.Descriptor().double()
+    g1 = desc(Q1, ws)
+    ptr = g1.data_ptr()
+    g2 = desc(Q2, ws)  # overwrites the first result: a view of the same planes
+    assert g2.data_ptr() == ptr and g2.shape == (2, 10, 10, dsc.N_FEATURES)
+    assert torch.equal(g2, dsc.features_torch(Q2)) and torch.equal(g1, g2)
+    # a workspace of another shape is not used
+    other = dsc.Workspace((1, 10, 10), torch.float64)
+    assert torch.equal(desc(Q1, other), dsc.features_torch(Q1))
+    assert not other.fits(Q1)

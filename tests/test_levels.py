@@ -70,6 +70,33 @@ def test_limits_d4_invariance_and_the_plan(rng, pairs):
         LevelPlan(m, 0.1, precision="fp8")
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+def test_density_near_is_exact_at_active_sites_and_linear_elsewhere(rng, pairs):
+    m = _model(5, pairs=pairs)
+    Q = torch.as_tensor(rng.normal(0, 1.5, (3, L, L)))
+    with torch.no_grad():
+        plan = LevelPlan(m, 0.1, dtype=torch.float64).bind(m.features(Q))
+        mu0 = torch.tensor([0.1, 0.2, -0.1], dtype=torch.float64)
+        mu = mu0 + torch.tensor([0.03, -0.05, 0.0], dtype=torch.float64)
+        n0, dn0 = (x.clone() for x in plan.density_and_slope(mu0))
+        exact, dexact = (x.clone() for x in plan.density_and_slope(mu))
+        active = [torch.nonzero(r).reshape(-1) for r in (dn0.abs() > 1e-3).reshape(3, -1)]
+        active[2] = active[2][:0]  # a configuration with no active site
+        n, dn = plan.density_near(mu, mu0, n0, dn0, active)
+    linear = n0 + dn0 * (mu - mu0)[:, None, None]
+    for b in range(3):
+        on = torch.zeros(L * L, dtype=torch.bool)
+        on[active[b]] = True
+        on = on.reshape(L, L)
+        assert bool(on.any()) == (b < 2)
+        np.testing.assert_allclose(n[b][on], exact[b][on], atol=1e-12)
+        np.testing.assert_allclose(dn[b][on], dexact[b][on], atol=1e-12)
+        np.testing.assert_allclose(n[b][~on], linear[b][~on], atol=1e-12)
+        np.testing.assert_allclose(dn[b][~on], dn0[b][~on], atol=0)
+        # the linear response of a quiet site is close to the exact density
+        assert float((n[b] - exact[b]).abs().max()) < 1e-3
+
+
 @pytest.fixture(scope="module")
 def level_model(tmp_path_factory):
     from cdwdata.gcdata import GCSetConfig, generate
@@ -186,8 +213,12 @@ def test_pair_blocks_are_the_eigenvectors_of_two_by_two_hamiltonians(seed, scale
             lam, vec = np.linalg.eigh([[a, V], [V, b]])  # ascending: lower, upper
             got_e = [float(e[s, P + p]), float(e[s, p])]
             got_w = np.exp([float(logw[s, P + p]), float(logw[s, p])])
-            np.testing.assert_allclose(got_e, lam, atol=1e-9)
-            np.testing.assert_allclose(got_w, w[s, p] * vec[0] ** 2, atol=1e-9, rtol=1e-6)
+            # pair_levels regularises r^2 = d^2 + V^2 by 1e-12: r moves by 1e-12 / (2 r) and
+            # the weights by a relative 1e-12 / r^2 (seen for d, V ~ 1e-4)
+            r2 = ((a - b) / 2) ** 2 + V**2
+            np.testing.assert_allclose(got_e, lam, atol=1e-9 + 1e-12 / (2 * np.sqrt(r2)))
+            np.testing.assert_allclose(got_w, w[s, p] * vec[0] ** 2, atol=1e-9,
+                                       rtol=1e-6 + 2e-12 / r2)
     assert np.isfinite(logw.numpy()).all()
 
 

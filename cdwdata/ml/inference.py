@@ -86,6 +86,7 @@ class DensityPlan:
         self.bo = float(lin[-1].bias.detach())
         self.widths = [self.W1.shape[1]] + [W.shape[1] for W, _ in self.hidden]
         self._buffers: dict[str, torch.Tensor] = {}
+        self._workspace = None  # the descriptor's (feature_buffer)
         self.A: torch.Tensor | None = None
         #: network evaluations so far, in whole-lattice units (a partial one counts its share)
         self.evaluations = 0.0
@@ -104,9 +105,13 @@ class DensityPlan:
         return t[:shape[0]]
 
     # --- public -------------------------------------------------------------------------
-    def feature_buffer(self, shape) -> torch.Tensor:
-        """A reusable buffer for the descriptor of configurations of ``shape`` (..., L, L)."""
-        return self._buf("G", (*shape, self.W1.shape[0]))
+    def feature_buffer(self, shape):
+        """The descriptor's kept :class:`~cdwdata.descriptor.Workspace` for configurations
+        of ``shape`` (..., L, L) (made anew when the shape changes)."""
+        from cdwdata.descriptor import Workspace
+
+        self._workspace = Workspace.reuse(self._workspace, shape, self.dtype, self.device)
+        return self._workspace
 
     def bind(self, G: torch.Tensor) -> DensityPlan:
         """Fix the features ``G (B, ..., F)`` of a batch: computes ``A`` once."""

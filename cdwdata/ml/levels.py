@@ -294,8 +294,9 @@ class LevelPlan:
         self.chunk = CPU_CHUNK if self.device.type == "cpu" else None
         self.w: torch.Tensor | None = None
         self.e: torch.Tensor | None = None
-        self._G: torch.Tensor | None = None
+        self._G = None  # the descriptor's workspace
         self._fermi: list[torch.Tensor] | None = None
+        self._near: dict[str, list[torch.Tensor]] = {}
         self._fold()
         self._act: dict[int, dict] = {}
         #: exact open-cluster levels at the uncertain sites
@@ -332,10 +333,12 @@ class LevelPlan:
         self.bo = lin[-1].bias.detach().to(**fold)
         self.g = float(m.coupling[0])
 
-    def feature_buffer(self, shape) -> torch.Tensor:
-        want = (*shape, self.model.n_features)
-        if self._G is None or tuple(self._G.shape) != want or self._G.dtype != self.dtype:
-            self._G = torch.empty(want, dtype=self.dtype, device=self.device)
+    def feature_buffer(self, shape):
+        """The descriptor's kept :class:`~cdwdata.descriptor.Workspace` for configurations
+        of ``shape`` (..., L, L) (made anew when the shape changes)."""
+        from cdwdata.descriptor import Workspace
+
+        self._G = Workspace.reuse(self._G, shape, self.dtype, self.device)
         return self._G
 
     def bind(self, G: torch.Tensor) -> LevelPlan:
@@ -351,10 +354,14 @@ class LevelPlan:
             self.w = torch.empty(want, dtype=G.dtype, device=G.device)
             self.e = torch.empty(want, dtype=G.dtype, device=G.device)
         w, e = self.w.view(B, S, K), self.e.view(B, S, K)
+        low = None  # reduced-precision input, converted once from the workspace's planes
+        if self.hidden_dtype != self.dtype and self._G is not None and self._G.holds(G):
+            low = self._G.converted(self.hidden_dtype).reshape(B, -1, F)
         C = self.chunk or S
         for b in range(B):
             for i in range(0, S, C):
-                self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C])
+                self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C],
+                             None if low is None else low[b, i:i + C])
         self.evaluations += 1
         self._rows = rows
         return self
@@ -388,12 +395,14 @@ class LevelPlan:
             }
         return self._act[n]
 
-    def _levels(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor) -> None:
+    def _levels(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor,
+                low: torch.Tensor | None = None) -> None:
         """Weights ``w`` and levels ``e`` (n, K) of feature rows ``G`` (n, F), written in
-        place: :meth:`LevelModel.levels` with the folded first layer."""
+        place: :meth:`LevelModel.levels` with the folded first layer. ``low``: the same rows
+        already in the hidden layers' dtype, if at hand."""
         b = self._buffers(G.shape[0])
         silu = nn.functional.silu
-        x = G if b["input"] is None else b["input"].copy_(G)
+        x = G if b["input"] is None else low if low is not None else b["input"].copy_(G)
         h = silu(torch.addmm(self.b1, x, self.W1, out=b["first"]), inplace=True)
         for (W, bias), dst in zip(self.layers, b["hidden"], strict=True):
             h = silu(torch.addmm(bias, h, W, out=dst), inplace=True)
@@ -424,38 +433,49 @@ class LevelPlan:
         w_dn.copy_(w_up).neg_().add_(1.0).mul_(share)
         w_up.mul_(share)
 
-    def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(n, dn/dmu)`` at ``mu`` (one per configuration): the Fermi sum over the stored
-        levels, in chunks of sites with kept scratch buffers (the (sites, K) temporaries of
-        a plain sum would leave the cache: 4x slower at 200x200 with 64 levels)."""
-        if self.w is None:
-            raise ModelError("LevelPlan.bind(G) must come first")
-        mu = torch.as_tensor(mu, dtype=self.dtype, device=self.device).reshape(-1)
-        B, K = self.w.shape[0], self.w.shape[-1]
-        w, e = self.w.view(B, -1, K), self.e.view(B, -1, K)
-        S = w.shape[1]
-        if mu.numel() == 1 and B > 1:
-            mu = mu.expand(B)
-        n = torch.empty(B, S, dtype=self.dtype, device=self.device)
-        dn = torch.empty_like(n)
-        C = self.chunk or S
-        if self._fermi is None or self._fermi[0].shape != (min(C, S), K):
-            self._fermi = [torch.empty(min(C, S), K, dtype=self.dtype, device=self.device)
+    def _fermi_rows(self, e: torch.Tensor, w: torch.Tensor, mu: torch.Tensor,
+                    n: torch.Tensor, dn: torch.Tensor) -> None:
+        """``n`` and ``dn/dmu`` (S,) of the levels ``e`` with weights ``w`` (S, K) at ``mu``
+        (a 0-d tensor), in chunks of sites with kept scratch buffers (the (sites, K)
+        temporaries of a plain sum would leave the cache: 4x slower at 200x200 with 64
+        levels)."""
+        S, K = e.shape
+        C = min(self.chunk or S, S)
+        if self._fermi is None or self._fermi[0].shape[0] < C or self._fermi[0].shape[1] != K:
+            self._fermi = [torch.empty(C, K, dtype=self.dtype, device=self.device)
                            for _ in range(2)]
         z, t = self._fermi
         inv_T = 1.0 / self.T
+        for i in range(0, S, C):
+            ec, wc = e[i:i + C], w[i:i + C]
+            c = ec.shape[0]
+            s_, t_ = z[:c], t[:c]
+            torch.sub(mu, ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
+            torch.mul(wc, s_, out=t_)
+            torch.sum(t_, -1, out=n[i:i + C])
+            t_.mul_(s_.neg_().add_(1.0))  # w s (1 - s)
+            torch.sum(t_, -1, out=dn[i:i + C])
+        n.clamp_(0.0, 1.0)
+        dn.mul_(inv_T)
+
+    def _mu(self, mu, B: int) -> torch.Tensor:
+        mu = torch.as_tensor(mu, dtype=self.dtype, device=self.device).reshape(-1)
+        return mu.expand(B) if mu.numel() == 1 and B > 1 else mu
+
+    def _at(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, dn/dmu)`` at ``mu`` (one per configuration): the Fermi sum over the stored
+        levels of every site (fresh tensors)."""
+        if self.w is None:
+            raise ModelError("LevelPlan.bind(G) must come first")
+        B, K = self.w.shape[0], self.w.shape[-1]
+        w, e = self.w.view(B, -1, K), self.e.view(B, -1, K)
+        mu = self._mu(mu, B)
+        n = torch.empty(B, w.shape[1], dtype=self.dtype, device=self.device)
+        dn = torch.empty_like(n)
         for j in range(B):
-            for i in range(0, S, C):
-                ec, wc = e[j, i:i + C], w[j, i:i + C]
-                c = ec.shape[0]
-                s_, t_ = z[:c], t[:c]
-                torch.sub(mu[j], ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
-                torch.mul(wc, s_, out=t_)
-                torch.sum(t_, -1, out=n[j, i:i + C])
-                t_.mul_(s_.neg_().add_(1.0))  # w s (1 - s)
-                torch.sum(t_, -1, out=dn[j, i:i + C])
+            self._fermi_rows(e[j], w[j], mu[j], n[j], dn[j])
         shape = (B, *self.lattice_shape)
-        return n.clamp_(0.0, 1.0).view(shape), dn.mul_(inv_T).view(shape)
+        return n.view(shape), dn.view(shape)
 
     def density(self, mu: torch.Tensor) -> torch.Tensor:
         return self._at(mu)[0]
@@ -464,6 +484,39 @@ class LevelPlan:
         return self._at(mu)
 
     def density_near(self, mu, mu0, n0, dn0, active) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact at every site (a Fermi sum costs little): ``mu0``, ``n0``, ``dn0`` and
-        ``active`` are not needed."""
-        return self._at(mu)
+        """``(n, dn/dmu)`` at ``mu`` (one per configuration): the Fermi sum at the ``active``
+        sites (flat int64 indices per configuration), linear response
+        ``n0 + dn0 (mu - mu0)`` with slope ``dn0`` everywhere else, as
+        :meth:`cdwdata.ml.inference.DensityPlan.density_near`. The results live in kept
+        buffers until the next call."""
+        if self.w is None:
+            raise ModelError("LevelPlan.bind(G) must come first")
+        B, K = self.w.shape[0], self.w.shape[-1]
+        w, e = self.w.view(B, -1, K), self.e.view(B, -1, K)
+        S = w.shape[1]
+        mu, mu0 = self._mu(mu, B), self._mu(mu0, B)
+        near = self._near.get("out")
+        if near is None or near[0].shape != (B, S):
+            near = self._near["out"] = [torch.empty(B, S, dtype=self.dtype, device=self.device)
+                                        for _ in range(2)]
+        out, slope = near
+        torch.addcmul(n0.reshape(B, S), dn0.reshape(B, S), (mu - mu0)[:, None], out=out)
+        slope.copy_(dn0.reshape(B, S))
+        for b in range(B):
+            idx = active[b]
+            k = int(idx.numel())
+            if not k:
+                continue
+            rows = self._near.get("rows")
+            if rows is None or rows[0].shape[0] < k:
+                rows = self._near["rows"] = [
+                    torch.empty(k, K, dtype=self.dtype, device=self.device) for _ in range(2)
+                ] + [torch.empty(k, dtype=self.dtype, device=self.device) for _ in range(2)]
+            re, rw, rn, rdn = (x[:k] for x in rows)
+            torch.index_select(e[b], 0, idx, out=re)
+            torch.index_select(w[b], 0, idx, out=rw)
+            self._fermi_rows(re, rw, mu[b], rn, rdn)
+            out[b].index_copy_(0, idx, rn)
+            slope[b].index_copy_(0, idx, rdn)
+        shape = (B, *self.lattice_shape)
+        return out.view(shape), slope.view(shape)
