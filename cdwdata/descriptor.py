@@ -360,6 +360,12 @@ def neighbourhood_torch(Q: torch.Tensor) -> torch.Tensor:
 class _Fresh:
     """Arithmetic of :func:`_project` on fresh tensors (autograd, :func:`ir_matrix`)."""
 
+    slab = None
+
+    def pairs(self, vF, vG):
+        return (torch.stack([a + b for a, b in zip(vF, vG, strict=True)]),
+                torch.stack([a - b for a, b in zip(vF, vG, strict=True)]))
+
     def add(self, a, b, dst=None):
         return a + b
 
@@ -375,56 +381,68 @@ class _Fresh:
     def sub_mul(self, a, b, c, dst=None):
         return (a - b) * c
 
+    def copy(self, a, dst=None):
+        return a
 
-class _Into:
-    """The same arithmetic written into the planes of a :class:`Workspace`: ``dst`` when
-    given, otherwise the next scratch plane. Same operations in the same order, so the
-    results are bit for bit those of :class:`_Fresh`."""
+    def join(self, parts, dst=None):
+        return torch.cat(parts)
 
-    def __init__(self, scratch: torch.Tensor) -> None:
-        self.scratch, self.next = scratch, 0
+    def gather(self, x, index, dst=None):
+        return x.index_select(0, index)
 
-    def _dst(self, dst):
-        if dst is not None:
-            return dst
-        self.next += 1
-        return self.scratch[self.next - 1]
+
+class _Into(_Fresh):
+    """The same arithmetic written into the planes of a :class:`Workspace` (``dst``). Same
+    operations in the same order, so the results are bit for bit those of :class:`_Fresh`."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.slab = ws.slabs
+
+    def pairs(self, vF, vG):
+        U, W = self.slab["U"], self.slab["W"]
+        for k, (a, b) in enumerate(zip(vF, vG, strict=True)):
+            torch.add(a, b, out=U[k])
+            torch.sub(a, b, out=W[k])
+        return U, W
 
     def add(self, a, b, dst=None):
-        return torch.add(a, b, out=self._dst(dst))
+        return torch.add(a, b, out=dst)
 
     def sub(self, a, b, dst=None):
-        return torch.sub(a, b, out=self._dst(dst))
+        return torch.sub(a, b, out=dst)
 
     def mul(self, a, c, dst=None):
-        return torch.mul(a, c, out=self._dst(dst))
+        return torch.mul(a, c, out=dst)
 
     def add_mul(self, a, b, c, dst=None):
-        return torch.add(a, b, out=self._dst(dst)).mul_(c)
+        return torch.add(a, b, out=dst).mul_(c)
 
     def sub_mul(self, a, b, c, dst=None):
-        return torch.sub(a, b, out=self._dst(dst)).mul_(c)
+        return torch.sub(a, b, out=dst).mul_(c)
+
+    def copy(self, a, dst=None):
+        return dst.copy_(a)
+
+    def join(self, parts, dst=None):
+        return dst  # the parts were written into it
+
+    def gather(self, x, index, dst=None):
+        return torch.index_select(x, 0, index, out=dst)
 
 
-#: Scratch planes :func:`_project` takes from a workspace: w (22), S, Dd (11 each), and the
-#: last two for the even parts u of two partner pairs at a time.
-_SCRATCH = 46
-# Destination of every one-dimensional coefficient (feature order) among the values computed
-# in _project, and of the doublet components (feature order of ex, ey).
-_F1_ORDER = ("v0", "a1_1.0", "a1_2.0", "a1_1.1", "a1_3.0", "a1_2.1", "a1_1.2", "a1_3.1",
-             "a1_3.2", "a2_3.0", "a2_3.1", "a2_3.2", "b1_1.0", "b1_1.1", "b1_3.0", "b1_1.2",
-             "b1_3.1", "b1_3.2", "b2_2.0", "b2_3.0", "b2_2.1", "b2_3.1", "b2_3.2")
-_EX_ORDER = ("e1x.0", "e2x.0", "e1x.1", "majx.0", "minx.0", "e2x.1", "e1x.2", "majx.1",
-             "minx.1", "majx.2", "minx.2")
-_EY_ORDER = ("e1y.0", "e2y.0", "e1y.1", "majy.0", "miny.0", "e2y.1", "e1y.2", "majy.1",
-             "miny.1", "majy.2", "miny.2")
+# Computation order of the 23 one-dimensional coefficients (R) and the 22 doublet components
+# (D) in _project, and where each feature comes from:
+#   R: centre | S[0:5] C2 (A1 d2 = 1, 4, 9, then 2, 8) | Dd[0:5] C2 (B1 1, 4, 9; B2 2, 8)
+#      | A1, A2, B1, B2 of d2 = 5, 10, 13 (3 each)
+#   D: e1x (3) | e1y (3) | e2x (2) | e2y (2) | major x, major y, minor x, minor y (3 each)
+_R_TO_F1 = (0, 1, 4, 2, 11, 5, 3, 12, 13, 14, 15, 16, 6, 7, 17, 8, 18, 19, 9, 20, 10, 21, 22)
+_D_TO_EX = (0, 6, 1, 10, 16, 7, 2, 11, 17, 12, 18)
+_D_TO_EY = (3, 8, 4, 13, 19, 9, 5, 14, 20, 15, 21)
 
 
-def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor],
-             ops=None, f1_out: torch.Tensor | None = None, ex_out: torch.Tensor | None = None,
-             ey_out: torch.Tensor | None = None
-             ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """IR coefficients as lists of planes.
+def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor], ops=None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IR coefficients, stacked along a new leading axis.
 
     Parameters
     ----------
@@ -433,77 +451,58 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor],
     vF, vG : 22 tensors (..., L, L)
         Values at the pair representatives ``r`` (``_PAIRS``) and at their partners ``-r``.
     ops : _Fresh or _Into, optional
-        Where results go (default: fresh tensors).
-    f1_out, ex_out, ey_out : (23, ...), (11, ...), (11, ...), optional
-        With :class:`_Into`: planes that receive the results.
+        Where results go (default: fresh tensors; :class:`_Into`: a workspace's slabs).
 
     Returns
     -------
-    f1 : 23 tensors (..., L, L)
+    f1 : (23, ..., L, L)
         One-dimensional IR coefficients (features 0..22 before the frame).
-    ex, ey : 11 tensors (..., L, L) each
+    ex, ey : (11, ..., L, L) each
         x and y components of the eleven doublets.
 
     Only sums and differences of two D4-related operands and multiplications by constants
     are used, so D4 maps every intermediate to +- another one exactly (module docstring).
+    Operations act on groups of planes at once (one call per group), which keeps the number
+    of calls, not the arithmetic, small.
     """
     ops = ops or _Fresh()
-    dst: dict[str, torch.Tensor | None] = {}
-    if f1_out is not None:
-        dst.update({"u.0": ops.scratch[-2], "u.1": ops.scratch[-1]})
-        dst.update(zip(_F1_ORDER, f1_out.unbind(0), strict=True))
-        dst.update(zip(_EX_ORDER, ex_out.unbind(0), strict=True))
-        dst.update(zip(_EY_ORDER, ey_out.unbind(0), strict=True))
+    slab = ops.slab or {}
+    R, D = slab.get("R"), slab.get("D")
 
-    def out(name, i):
-        return dst.get(f"{name}.{i}")
+    def part(x, lo, hi):
+        return None if x is None else x[lo:hi]
 
-    w = [ops.sub(a, b) for a, b in zip(vF, vG, strict=True)]  # odd part of each pair
-    S, Dd = [], []  # partners: x<->y, P1<->P2, a<->c, b<->d
-    for k in range(11):  # even parts u of two partner pairs, then their sum and difference
-        u, u2 = ops.add(vF[k], vG[k], out("u", 0)), ops.add(vF[k + 11], vG[k + 11], out("u", 1))
-        S.append(ops.add(u, u2))
-        Dd.append(ops.sub(u, u2))
-    # type I (d2 = 1, 4, 9): A1, B1;  type II (d2 = 2, 8): A1, B2
-    a1_1 = [ops.mul(S[k], _C2, out("a1_1", k)) for k in range(3)]
-    b1_1 = [ops.mul(Dd[k], _C2, out("b1_1", k)) for k in range(3)]
-    a1_2 = [ops.mul(S[k], _C2, out("a1_2", i)) for i, k in enumerate((3, 4))]
-    b2_2 = [ops.mul(Dd[k], _C2, out("b2_2", i)) for i, k in enumerate((3, 4))]
-    # type III (d2 = 5, 10, 13): blocks {a, c} (S[5:8]), {b, d} (S[8:11])
-    a1_3 = [ops.add_mul(S[5 + i], S[8 + i], _CR8, out("a1_3", i)) for i in range(3)]
-    a2_3 = [ops.sub_mul(S[5 + i], S[8 + i], _CR8, out("a2_3", i)) for i in range(3)]
-    b1_3 = [ops.sub_mul(Dd[5 + i], Dd[8 + i], _CR8, out("b1_3", i)) for i in range(3)]
-    b2_3 = [ops.add_mul(Dd[5 + i], Dd[8 + i], _CR8, out("b2_3", i)) for i in range(3)]
-    if "v0" in dst:
-        dst["v0"].copy_(v0)
-        v0 = dst["v0"]
-    f1 = [
-        v0, a1_1[0], a1_2[0], a1_1[1], a1_3[0], a1_2[1], a1_1[2], a1_3[1], a1_3[2],  # A1
-        *a2_3,  # A2 5, 10, 13
-        b1_1[0], b1_1[1], b1_3[0], b1_1[2], b1_3[1], b1_3[2],  # B1 1, 4, 5, 9, 10, 13
-        b2_2[0], b2_3[0], b2_2[1], b2_3[1], b2_3[2],  # B2 2, 5, 8, 10, 13
-    ]
-    # doublets. type I: Q(r) - Q(-r); type II: sum_r sign(x) Q(r) / 2, sum_r sign(y) Q(r) / 2
-    e1x = [ops.mul(w[k], _CR2, out("e1x", k)) for k in range(3)]
-    e1y = [ops.mul(w[11 + k], _CR2, out("e1y", k)) for k in range(3)]
-    e2x = [ops.add_mul(w[3 + i], w[14 + i], _C2, out("e2x", i)) for i in range(2)]
-    e2y = [ops.sub_mul(w[3 + i], w[14 + i], _C2, out("e2y", i)) for i in range(2)]
-    # type III: blocks {a, d}, {b, c}
-    wa, wb, wc, wd = w[5:8], w[8:11], w[16:19], w[19:22]
-    majx = [ops.add_mul(wa[i], wd[i], _C2, out("majx", i)) for i in range(3)]
-    majy = [ops.add_mul(wb[i], wc[i], _C2, out("majy", i)) for i in range(3)]
-    minx = [ops.sub_mul(wb[i], wc[i], _C2, out("minx", i)) for i in range(3)]
-    miny = [ops.sub_mul(wa[i], wd[i], _C2, out("miny", i)) for i in range(3)]
-    ex = [e1x[0], e2x[0], e1x[1], majx[0], minx[0], e2x[1], e1x[2], majx[1], minx[1],
-          majx[2], minx[2]]
-    ey = [e1y[0], e2y[0], e1y[1], majy[0], miny[0], e2y[1], e1y[2], majy[1], miny[1],
-          majy[2], miny[2]]
-    return f1, ex, ey
+    U, W = ops.pairs(vF, vG)  # even and odd parts of each pair {r, -r}
+    # partners: x<->y, P1<->P2, a<->c, b<->d
+    S, Dd = ops.add(U[:11], U[11:], slab.get("S")), ops.sub(U[:11], U[11:], slab.get("Dd"))
+    # type I (d2 = 1, 4, 9): A1, B1;  type II (d2 = 2, 8): A1, B2;  type III (d2 = 5, 10,
+    # 13): blocks {a, c} (S[5:8]), {b, d} (S[8:11])
+    f1 = ops.join([ops.copy(v0[None], part(R, 0, 1)),
+                   ops.mul(S[:5], _C2, part(R, 1, 6)),
+                   ops.mul(Dd[:5], _C2, part(R, 6, 11)),
+                   ops.add_mul(S[5:8], S[8:11], _CR8, part(R, 11, 14)),  # A1
+                   ops.sub_mul(S[5:8], S[8:11], _CR8, part(R, 14, 17)),  # A2
+                   ops.sub_mul(Dd[5:8], Dd[8:11], _CR8, part(R, 17, 20)),  # B1
+                   ops.add_mul(Dd[5:8], Dd[8:11], _CR8, part(R, 20, 23))], R)  # B2
+    # doublets. type I: Q(r) - Q(-r); type II: sum_r sign(x) Q(r) / 2, sum_r sign(y) Q(r) / 2;
+    # type III: blocks {a, d} (W[5:8], W[19:22]), {b, c} (W[8:11], W[16:19])
+    d = ops.join([ops.mul(W[0:3], _CR2, part(D, 0, 3)),
+                  ops.mul(W[11:14], _CR2, part(D, 3, 6)),
+                  ops.add_mul(W[3:5], W[14:16], _C2, part(D, 6, 8)),
+                  ops.sub_mul(W[3:5], W[14:16], _C2, part(D, 8, 10)),
+                  ops.add_mul(W[5:8], W[19:22], _C2, part(D, 10, 13)),  # major x
+                  ops.add_mul(W[8:11], W[16:19], _C2, part(D, 13, 16)),  # major y
+                  ops.sub_mul(W[8:11], W[16:19], _C2, part(D, 16, 19)),  # minor x
+                  ops.sub_mul(W[5:8], W[19:22], _C2, part(D, 19, 22))], D)  # minor y
+    index = {k: torch.tensor(v, device=d.device) for k, v in
+             (("f1", _R_TO_F1), ("ex", _D_TO_EX), ("ey", _D_TO_EY))}
+    return (ops.gather(f1, index["f1"], slab.get("f1")),
+            ops.gather(d, index["ex"], slab.get("ex")),
+            ops.gather(d, index["ey"], slab.get("ey")))
 
 
-def _ir_parts(Q: torch.Tensor
-              ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """IR coefficient planes ``f1`` (23), ``ex``, ``ey`` (11 each) of every site of Q."""
+def _ir_parts(Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IR coefficient planes ``f1`` (23, ...), ``ex``, ``ey`` (11, ...) of every site of Q."""
     Qp, L = _padded(Q), Q.shape[-1]
     vF = [_shifted(Qp, L, dx, dy) for dx, dy in _PAIRS]
     vG = [_shifted(Qp, L, -dx, -dy) for dx, dy in _PAIRS]
@@ -607,8 +606,8 @@ class Workspace:
     The features are computed plane by plane into ``planes`` (45, ..., L, L) and returned as
     the view ``planes.movedim(0, -1)`` of shape (..., L, L, 45): rows of sites with a stride
     between features, which matrix products read directly. The next call overwrites them.
-    Memory: about 117 planes of the lattice (45 features, 46 scratch, 22 doublet components,
-    the padded copy of Q and two reference planes).
+    Memory: about 156 planes of the lattice (45 features, 22 doublet components, 89 scratch)
+    and the padded copy of Q.
     """
 
     def __init__(self, shape, dtype: torch.dtype = torch.float32, device="cpu") -> None:
@@ -619,9 +618,13 @@ class Workspace:
         kw = {"dtype": dtype, "device": self.device}
         self.pad = torch.empty(*shape[:-2], L1 + 2 * _PAD, L2 + 2 * _PAD, **kw)
         self.planes = torch.empty(N_FEATURES, *shape, **kw)
-        self.scratch = torch.empty(_SCRATCH, *shape, **kw)
-        self.exy = torch.empty(22, *shape, **kw)
-        self.ref = torch.empty(3, *shape, **kw)  # D_x, D_y and one product
+        exy = torch.empty(22, *shape, **kw)
+        scratch = torch.empty(89, *shape, **kw)
+        #: where _project writes: the even parts U and, once S and Dd are made from them, the
+        #: one-dimensional coefficients R share a slab; f1 goes straight into the features
+        self.slabs = {"U": scratch[:22], "R": scratch[:23], "W": scratch[23:45],
+                      "S": scratch[45:56], "Dd": scratch[56:67], "D": scratch[67:89],
+                      "f1": self.planes[:23], "ex": exy[:11], "ey": exy[11:]}
 
     @classmethod
     def reuse(cls, ws: Workspace | None, shape, dtype: torch.dtype, device) -> Workspace:
@@ -660,15 +663,14 @@ class Workspace:
         Qp[..., :, p + L2:].copy_(Qp[..., :, p:2 * p])
         return Qp
 
-    def wsum(self, terms: list[torch.Tensor], w: torch.Tensor, acc: torch.Tensor
-             ) -> torch.Tensor:
-        """:func:`_wsum` over all eleven doublets into ``acc`` (same operations, same
-        order)."""
-        tmp = self.ref[2]
-        torch.mul(terms[0], w[0], out=acc)
-        for k in range(1, len(terms)):
-            acc.add_(torch.mul(terms[k], w[k], out=tmp))
-        return acc
+    def reference(self, e: torch.Tensor, w: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """:func:`_wsum` of the eleven doublet components ``e`` (11, ...) with weights ``w``
+        (11,), using the planes of ``acc`` (11, ...): the products at once, then the sum in
+        the same order (same bits)."""
+        torch.mul(e, w.view(-1, *([1] * (e.ndim - 1))), out=acc)
+        for k in range(1, acc.shape[0]):
+            acc[0].add_(acc[k])
+        return acc[0]
 
 
 def _features_into(Q: torch.Tensor, tab: _Tables, ws: Workspace) -> torch.Tensor:
@@ -677,13 +679,14 @@ def _features_into(Q: torch.Tensor, tab: _Tables, ws: Workspace) -> torch.Tensor
     Qp, L = ws.padded(Q), Q.shape[-1]
     vF = [_shifted(Qp, L, dx, dy) for dx, dy in _PAIRS]
     vG = [_shifted(Qp, L, -dx, -dy) for dx, dy in _PAIRS]
-    F, EX, EY = ws.planes, ws.exy[:11], ws.exy[11:]
-    f1, ex, ey = _project(Q, vF, vG, _Into(ws.scratch), F[:23], EX, EY)
-    code, tie = _fast_codes(ws.wsum(ex, tab.dipole, ws.ref[0]),
-                            ws.wsum(ey, tab.dipole, ws.ref[1]))
+    f1, EX, EY = _project(Q, vF, vG, _Into(ws))
+    # S and Dd are free once f1 is made: they hold the products of the references
+    code, tie = _fast_codes(ws.reference(EX, tab.dipole, ws.slabs["S"]),
+                            ws.reference(EY, tab.dipole, ws.slabs["Dd"]))
     if bool(tie.any()):
-        code[tie] = _resolve_ties([p[tie] for p in f1], [p[tie] for p in ex],
-                                  [p[tie] for p in ey], tab)
+        code[tie] = _resolve_ties([p[tie] for p in f1], [p[tie] for p in EX],
+                                  [p[tie] for p in EY], tab)
+    F = ws.planes
     swap, sxp, syp = tab.swap[code], tab.sxp[code], tab.syp[code]
     for j, sl in enumerate((_SLICE_A2, _SLICE_B1, _SLICE_B2)):
         F[sl].mul_(tab.chars[:, j][code])

@@ -120,6 +120,39 @@ def test_the_selection_follows_the_window_and_the_weight(rng):
         _refined_plan(_random_level_model(K=16), ClusterSpec(r2=5.0))
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), window=st.sampled_from([1.0, 3.0, 5.0]),
+       weight=st.sampled_from([0.001, 0.01, 0.1]), mu=st.floats(-1.0, 1.0))
+def test_selecting_among_the_steep_sites_picks_the_same_sites_and_densities(
+        seed, window, weight, mu):
+    """The warm solve's shortcut (select only where the slope allows) against the plain
+    refinement (scan every site) followed by the Fermi sum."""
+    r = np.random.default_rng(seed)
+    m = _random_level_model()
+    spec = ClusterSpec(r2=5.0, window_T=window, weight=weight)
+    G = _features(r.normal(0.0, 1.5, (2, L, L)))
+    mus = torch.tensor([mu, mu + 0.1], dtype=torch.float64)
+    plain = _refined_plan(m, spec).bind(G)
+    count = plain.refine(mus)
+    n, dn = plain.density_and_slope(mus)
+    rows = [x.clone() for x in plain.cluster.last_rows]
+    fast = _refined_plan(m, spec).bind(G)
+    n2, dn2 = fast.refined_density_and_slope(mus)
+    assert fast.cluster.last_count == count
+    for a, b in zip(rows, fast.cluster.last_rows, strict=True):
+        assert torch.equal(torch.sort(a).values, torch.sort(b).values)
+    np.testing.assert_allclose(n2.numpy(), n.numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(dn2.numpy(), dn.numpy(), rtol=0, atol=1e-12)
+    # the bound: every selected site is steeper than it
+    for b, rows_b in enumerate(rows):
+        assert bool((dn_network(m, G, mus)[b].reshape(-1)[rows_b]
+                     > fast.cluster.slope_bound).all())
+
+
+def dn_network(m, G, mus):
+    return LevelPlan(m, 0.1, dtype=torch.float64).bind(G).density_and_slope(mus)[1]
+
+
 @settings(max_examples=40, deadline=None)
 @given(r2=st.floats(-5.0, 30.0), window=st.floats(-1.0, 8.0), weight=st.floats(-0.5, 1.5))
 def test_cluster_spec_accepts_only_what_it_can_do(r2, window, weight):

@@ -19,10 +19,18 @@ Which sites: those where the network's levels within ``window_T`` electron tempe
 reference mu carry a total weight above ``weight``. At fixed ``(mu, T)`` the model stays a local map; the choice
 of sites depends on the reference mu (the previous Langevin step's, or the network's own
 solve), which moves by 1e-3..1e-2 per step against a window of a few T.
+
+The selection only needs to look at sites with a large enough slope: inside the window every
+level has ``s (1 - s) > s_w (1 - s_w)`` (``s_w`` the occupation at the window's edge), so
+a site whose window weight exceeds ``weight`` has ``T dn/dmu > weight s_w (1 - s_w)``. With
+the slope at the reference mu at hand (the warm mu solve computes it first), the selection
+scans those few sites (:attr:`ClusterLevels.slope_bound`) and chooses exactly the sites a
+scan of all would.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -117,8 +125,14 @@ class ClusterLevels:
         self.R = torch.as_tensor(-self.g * R, **kw).T.contiguous()  # (45, M)
         self.H0 = torch.as_tensor(H0, **kw)
         self.M = H0.shape[0]
-        #: sites refined by the last :meth:`refine` (all configurations together)
+        #: sites refined by the last :meth:`refine` (all configurations together), and
+        #: their row indices per configuration
         self.last_count = 0
+        self.last_rows: list[torch.Tensor] = []
+        #: every selected site has dn/dmu above this at the reference mu (half the bound of
+        #: the module docstring: a margin for rounding)
+        x = float(spec.window_T)
+        self.slope_bound = 0.5 * spec.weight * math.exp(-x) / (1.0 + math.exp(-x)) ** 2 / T
         self._scratch = None
 
     def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,16 +163,26 @@ class ClusterLevels:
             torch.sum(d[:c], -1, out=near[i:i + c])
         return torch.nonzero(near[:n] > self.spec.weight).reshape(-1)
 
-    def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu) -> int:
+    def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu,
+               candidates: list[torch.Tensor] | None = None) -> int:
         """Overwrite, in place, the levels ``e`` and weights ``w`` (B, S, K) of the selected
         sites of every configuration with their cluster's (padded with empty levels);
-        ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration. Returns
-        the number of sites refined."""
+        ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration;
+        ``candidates``: per configuration, the rows that can be selected (those with a
+        slope above :attr:`slope_bound` at ``mu``), else every row. Returns the number of
+        sites refined (their rows: :attr:`last_rows`)."""
         pad = w.shape[-1] - self.M  # the plan has checked that the levels suffice
         mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
         count = 0
+        self.last_rows = []
         for b in range(w.shape[0]):
-            rows = self.select(w[b], e[b], float(mu[b if mu.numel() > 1 else 0]))
+            ref = float(mu[b if mu.numel() > 1 else 0])
+            if candidates is None:
+                rows = self.select(w[b], e[b], ref)
+            else:
+                cand = candidates[b]
+                rows = cand[self.select(w[b, cand], e[b, cand], ref)]
+            self.last_rows.append(rows)
             if rows.numel() == 0:
                 continue
             cw, ce = self.levels(G[b, rows])

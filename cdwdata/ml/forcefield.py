@@ -287,16 +287,19 @@ class GrandCanonicalForceField(MLForceField):
             evaluations = plan.evaluations  # a level plan evaluates its network in bind
             plan.bind(self.model.features(Qm, plan.feature_buffer(Qm.shape)))
             target = torch.full((B,), self.f * L1 * L2, dtype=torch.float64, device=self._device)
-            done = None
-            if self.cluster is not None:
-                # the sites to refine are chosen around the hint or the network's own mu
-                ref = (mu_hint if mu_hint is not None else self._bracketed(
-                    plan, torch.full((B,), self.mu_start, dtype=torch.float64,
-                                     device=self._device), target)[1])
-                plan.refine(torch.as_tensor(ref, dtype=torch.float64).reshape(B))
+            done = first = None
             if mu_hint is not None:
                 mu0 = torch.as_tensor(mu_hint, dtype=torch.float64).to(self._device).reshape(B)
-                done = self._linear_step(plan, mu0, target)
+            if self.cluster is not None and mu_hint is not None:
+                # the sites to refine are chosen around the hint, among those whose slope
+                # there allows it (the first step of the warm solve computes the slope)
+                first = plan.refined_density_and_slope(mu0)
+            elif self.cluster is not None:  # ... or around the network's own mu
+                ref = self._bracketed(plan, torch.full((B,), self.mu_start, dtype=torch.float64,
+                                                       device=self._device), target)[1]
+                plan.refine(ref)
+            if mu_hint is not None:
+                done = self._linear_step(plan, mu0, target, first)
                 self.last_solve = "warm"
                 start = mu0
             else:
@@ -310,15 +313,16 @@ class GrandCanonicalForceField(MLForceField):
         self.last_iterations = plan.evaluations - evaluations
         return n.reshape(*lead, L1, L2), self.last_mu, self.last_residual
 
-    def _linear_step(self, plan, mu0, target):
+    def _linear_step(self, plan, mu0, target, first=None):
         """Newton iterations from ``mu0`` with exact slopes, finished in linear response once
         its error estimate is below ``LINEAR_TOL``; None when they do not get there.
 
         After the first (whole-lattice) evaluation, the iterations re-evaluate the network and
         its slope only at the sites with ``|n'(mu0)| > ACTIVE_SLOPE``
         (:meth:`DensityPlan.density_near`); the others stay in linear response from ``mu0``
-        within ``|mu - mu0| <= T``."""
-        n0, dn0 = plan.density_and_slope(mu0)
+        within ``|mu - mu0| <= T``. ``first``: ``(n, dn/dmu)`` at ``mu0`` if already
+        computed."""
+        n0, dn0 = first if first is not None else plan.density_and_slope(mu0)
         active = None
         mu, n, dn = mu0, n0, dn0
         for k in range(NEWTON_STEPS + 1):

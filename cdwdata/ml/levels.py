@@ -378,6 +378,28 @@ class LevelPlan:
         return self.cluster.refine(self._rows, self.w.view(B, -1, K), self.e.view(B, -1, K),
                                    mu)
 
+    def refined_density_and_slope(self, mu) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`refine` at ``mu`` followed by :meth:`density_and_slope` at ``mu``, with the
+        selection restricted to the sites whose slope allows it (the cluster's
+        :attr:`~cdwdata.ml.cluster.ClusterLevels.slope_bound`): one Fermi sum of the
+        network's levels, then the refined sites' again. Same sites, same numbers."""
+        n, dn = self._at(mu)
+        if self.cluster is None:
+            return n, dn
+        B, K = self.w.shape[0], self.w.shape[-1]
+        flat_n, flat_dn = n.view(B, -1), dn.view(B, -1)
+        cand = [torch.nonzero(r > self.cluster.slope_bound).reshape(-1) for r in flat_dn]
+        self.cluster.refine(self._rows, self.w.view(B, -1, K), self.e.view(B, -1, K), mu,
+                            candidates=cand)
+        w, e, m = self.w.view(B, -1, K), self.e.view(B, -1, K), self._mu(mu, B)
+        for b, rows in enumerate(self.cluster.last_rows):
+            if rows.numel():
+                rn = torch.empty(rows.numel(), dtype=self.dtype, device=self.device)
+                rdn = torch.empty_like(rn)
+                self._fermi_rows(e[b, rows], w[b, rows], m[b], rn, rdn)
+                flat_n[b, rows], flat_dn[b, rows] = rn, rdn
+        return n, dn
+
     def _buffers(self, n: int) -> dict:
         """Activation buffers for ``n`` rows, made once per chunk size."""
         if n not in self._act:
