@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_scaling.py [--L 40 100 200 400] [--model NAME_OR_PATH]
                                        [--device cpu|cuda] [--threads 1] [--repeat 3]
+                                       [--runs 1] [--state STORE[:STEP]] [--out JSON]
 
 For every L, in a fresh process (so that peak memory belongs to that L alone):
 
@@ -104,9 +105,10 @@ def stored_state(spec: str, L: int):
 
 
 def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
-            state: str | None = None) -> dict:
+            state: str | None = None, runs: int = 1) -> dict:
     """All measurements for one L in this process; from the hot start, or from a stored
-    frame (``state``, see :func:`stored_state`) with thermal velocities."""
+    frame (``state``, see :func:`stored_state`) with thermal velocities; ``runs`` runs
+    batched in one tensor (as ``cdw quench --runs-per-task``), costs per site of all runs."""
     import torch
 
     from cdwdata import HolsteinParams, dynamics, ml, store
@@ -117,13 +119,15 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
     dtype = torch.float32
     mlp = _paper_mlp(device)
 
-    def state_for(n: int):
+    def state_for(n: int, r: int = 1):
+        seeds = list(range(1, r + 1))
         if state is not None and n > 8:  # thermal velocities at the bath temperature
-            _, v = dynamics.hot_start([1], n, params, device, dtype, T_init=0.1)
-            Q = torch.as_tensor(stored_state(state, n), dtype=dtype, device=device)[None]
+            _, v = dynamics.hot_start(seeds, n, params, device, dtype, T_init=0.1)
+            Q = torch.as_tensor(stored_state(state, n), dtype=dtype, device=device)
+            Q = Q.expand(r, n, n).contiguous()
         else:
-            Q, v = dynamics.hot_start([1], n, params, device, dtype)
-        return dynamics.init_state(ff, Q, v, [1])
+            Q, v = dynamics.hot_start(seeds, n, params, device, dtype)
+        return dynamics.init_state(ff, Q, v, seeds)
 
     with torch.no_grad():  # warm-up on a tiny lattice: baseline memory of the process
         s = state_for(8)
@@ -133,11 +137,11 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    N = L * L
+    N = L * L * runs
     n_steps = steps or max(1, min(100, int(2e5 // N)))
     G = torch.randn(N, 45, device=device, dtype=torch.float32)
     with torch.no_grad():
-        state = state_for(L)
+        state = state_for(L, runs)
         state = dynamics.step(state, ff, 0.1, params)  # warm-up at this size
         mlp(G)
         t_step, t_force, t_floor = [], [], []
@@ -152,7 +156,7 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
             t_force.append(_timed(lambda: [ff.evaluate(state.Q) for _ in range(n_steps)],
                                   device) / n_steps)
     out = {
-        "L": L, "sites": N, "steps_per_block": n_steps,
+        "L": L, "runs": runs, "sites": N, "steps_per_block": n_steps,
         "step_s": statistics.median(t_step), "force_s": statistics.median(t_force),
         "floor_s": statistics.median(t_floor),
     }
@@ -167,14 +171,15 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
         out["gpu_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
     # one frame write (Q, n in float32 + the float64 checkpoint) through the store writer
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=2,
+        cfg = QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.5,), runs=runs, steps=2,
                            save_every=1, forcefield=model, frame_vars=("Q", "n"),
                            frame_dtype="float32", compute_dtype="float32")
         path = Path(tmp) / "w.zarr"
         prepare_store(path, cfg, command="bench_scaling")
         writer = store.TrajectoryWriter(path)
         arrays = _state_arrays(state)
-        t_write = [_timed(lambda k=k: writer.write_frame(0, 0, [0], k, arrays), "cpu")
+        t_write = [_timed(lambda k=k: writer.write_frame(0, 0, list(range(runs)), k, arrays),
+                          "cpu")
                    for k in range(3 if cfg.n_frames >= 3 else cfg.n_frames)]
         out["frame_write_s"] = statistics.median(t_write)
         out["frame_bytes_on_disk"] = sum(p.stat().st_size for p in path.rglob("*")
@@ -193,7 +198,7 @@ def _child(args) -> None:
     except ImportError:  # pragma: no cover
         pass
     print("RESULT " + json.dumps(measure(args.child, args.model, args.device, args.repeat,
-                                         args.steps, args.state)), flush=True)
+                                         args.steps, args.state, args.runs)), flush=True)
 
 
 def main() -> None:
@@ -211,6 +216,11 @@ def main() -> None:
                     help="start from a stored frame (run 0, first T and f; default the last "
                          "frame), tiled to each L, instead of the hot start: late-quench "
                          "cost")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="runs batched in one tensor at every L (cdw quench --runs-per-task); "
+                         "costs are per site of all runs (default 1)")
+    ap.add_argument("--out", default=None,
+                    help="JSON to write (default benchmarks/results/scaling-<device>.json)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
@@ -234,7 +244,8 @@ def main() -> None:
     rows = []
     for L in sizes:
         cmd = [sys.executable, __file__, "--child", str(L), "--model", model, "--device",
-               args.device, "--threads", str(args.threads), "--repeat", str(args.repeat)]
+               args.device, "--threads", str(args.threads), "--repeat", str(args.repeat),
+               "--runs", str(args.runs)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
         if args.state:
@@ -256,12 +267,14 @@ def main() -> None:
         else torch.cuda.get_device_name(),
         "torch": torch.__version__, "threads": args.threads,
         "model": "stand-in (random weights, paper architecture)" if standin else model,
-        "compute_dtype": "float32", "runs_per_batch": 1, "state": args.state or "hot start",
+        "compute_dtype": "float32", "runs_per_batch": args.runs,
+        "state": args.state or "hot start",
         "rows": rows,
     }
     mem = "GPU peak (MB)" if args.device.startswith("cuda") else "RSS growth (MB)"
     print(f"\n{info['device']}, {info['machine']}, torch {info['torch']}, "
-          f"{args.threads} thread(s), model: {info['model']}\n")
+          f"{args.threads} thread(s), model: {info['model']}, {args.runs} run(s) per "
+          f"batch\n")
     print(f"| L | sites | step (ns/site) | force (ns/site) | MLP floor (ns/site) | ratio | "
           f"frame write (ms) | {mem} |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -271,7 +284,8 @@ def main() -> None:
               f"{r['force_per_site_ns']:.0f} | {r['floor_per_site_ns']:.0f} | "
               f"{r['ratio']:.2f} | {1e3 * r['frame_write_s']:.1f} | {m:.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"scaling-{'cuda' if args.device.startswith('cuda') else 'cpu'}.json"
+    out = Path(args.out) if args.out else \
+        RESULTS / f"scaling-{'cuda' if args.device.startswith('cuda') else 'cpu'}.json"
     out.write_text(json.dumps(info, indent=2) + "\n")
     print(f"\nwrote {out}")
     tmp.cleanup()

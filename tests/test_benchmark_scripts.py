@@ -122,3 +122,12 @@ def test_scaling_benchmark_tiles_a_stored_frame_to_any_size(tmp_path):
     np.testing.assert_array_equal(stored_state(str(path), 16), np.tile(last, (2, 2)))
     np.testing.assert_array_equal(stored_state(f"{path}:10", 12), np.tile(first, (2, 2))[:12, :12])
     assert stored_state(str(path), 8).shape == (8, 8)
+
+
+def test_scaling_benchmark_measures_batched_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scaling import measure
+
+    row = measure(8, "holstein-gc-v12", "cpu", repeat=1, steps=1, runs=2)
+    assert row["runs"] == 2 and row["sites"] == 2 * 64 and row["finite"]
+    assert row["step_per_site_ns"] > 0 and row["frame_write_s"] > 0
