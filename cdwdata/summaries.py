@@ -272,6 +272,9 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
     ens_S = analysis.ensemble_mean(Sq_c)
     ens_L = analysis.ensemble_mean(L_c)
     wall = analysis.interface_density(phi).compute()
+    walls = {analysis.WALL: wall,
+             analysis.WALL_C4: analysis.wall_anisotropy(phi).compute(),
+             analysis.WALL_DN: analysis.wall_density_excess(n, phi).compute()}
     rho_mean = wall.mean(schema.RUN)
     porod, porod_attrs = _porod(ens_S[analysis.MEAN], ens_L[analysis.MEAN], rho_mean, s,
                                 window)
@@ -287,7 +290,7 @@ def _analyze(ds, path, out: Path, s: AnalysisSettings, command: str | None) -> N
 
     d_L = xr.Dataset(
         {schema.LDOM: L_c, "L_mean": ens_L[analysis.MEAN], "L_sem": ens_L[analysis.SEM],
-         analysis.WALL: wall},
+         **walls},
         attrs={**meta, "kind": "domain-size"},
     )
     store.write_dataset(d_L, out / "domain-size.zarr")

@@ -475,3 +475,48 @@ def test_momentum_convention_is_read_from_coordinates(rng):
         assert np.isclose(float(an.domain_size(other)), float(an.domain_size(S)))
         np.testing.assert_allclose(an.radial_structure_factor(other).values,
                                    an.radial_structure_factor(S).values)
+
+
+# --- domain-wall orientation and filling ----------------------------------------------------------
+def _domains(L: int, kind: str) -> np.ndarray:
+    x, y = np.indices((L, L))
+    if kind == "axis":  # a band along y: two straight walls along the y axis
+        return np.where((x >= L // 4) & (x < 3 * L // 4), 1.0, -1.0)
+    if kind == "diagonal":  # bands along the diagonal
+        return np.where(np.sin(2 * np.pi * (x + y) / L) >= 0, 1.0, -1.0)
+    r = np.hypot(x - L / 2 + 0.5, y - L / 2 + 0.5)
+    return np.where(r < L / 4, 1.0, -1.0)
+
+
+@pytest.mark.parametrize("kind, want, tol", [("axis", 1.0, 1e-9), ("diagonal", -1.0, 0.005),
+                                             ("circle", 0.0, 0.01)])
+def test_wall_anisotropy_of_axis_diagonal_and_round_walls(backend, kind, want, tol):
+    phi = field(np.stack([_domains(64, kind), 0.3 * _domains(64, kind)]), ("run",))
+    c4 = an.wall_anisotropy(as_backend(phi, backend))
+    assert c4.name == an.WALL_C4 and c4.dims == ("run",)
+    np.testing.assert_allclose(c4.values, want, atol=tol)  # independent of the amplitude
+
+
+def test_wall_anisotropy_is_invariant_under_the_lattice_symmetries(rng):
+    x, y = np.indices((48, 48))
+    blob = np.where(np.hypot(x - 20, (y - 25) / 1.7) < 9, 1.0, -1.0)  # an ellipse
+    blob = blob + 0.2 * rng.normal(size=blob.shape)
+    base = float(an.wall_anisotropy(field(blob)))
+    for img in (blob.T, blob[::-1], np.rot90(blob), np.roll(blob, (7, -3), (0, 1))):
+        assert float(an.wall_anisotropy(field(np.ascontiguousarray(img)))) == \
+            pytest.approx(base, abs=1e-10)
+    assert np.isnan(float(an.wall_anisotropy(field(np.ones((8, 8))))))
+    with pytest.raises(an.ParameterError):
+        an.wall_anisotropy(field(blob), sigma=0.0)
+
+
+def test_wall_density_excess_measures_the_holes_on_the_walls(backend):
+    L = 32
+    phi = _domains(L, "axis")
+    x = np.indices((L, L))[0]
+    on_wall = np.isin(x, [L // 4 - 1, L // 4, 3 * L // 4 - 1, 3 * L // 4])
+    n = np.where(on_wall, 0.2, 0.45)
+    got = an.wall_density_excess(as_backend(field(n), backend),
+                                 as_backend(field(phi), backend))
+    assert float(got) == pytest.approx(0.2 - n.mean())
+    assert np.isnan(float(an.wall_density_excess(field(n), field(np.ones((L, L))))))
