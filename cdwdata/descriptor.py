@@ -440,6 +440,14 @@ _D_TO_EX = (0, 6, 1, 10, 16, 7, 2, 11, 17, 12, 18)
 _D_TO_EY = (3, 8, 4, 13, 19, 9, 5, 14, 20, 15, 21)
 
 
+@lru_cache(maxsize=8)
+def _gather_index(device: str) -> dict[str, torch.Tensor]:
+    """The gathers of :func:`_project` as index tensors on ``device`` (made once: no host to
+    device copy per call)."""
+    return {k: torch.tensor(v, device=device) for k, v in
+            (("f1", _R_TO_F1), ("ex", _D_TO_EX), ("ey", _D_TO_EY))}
+
+
 def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor], ops=None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IR coefficients, stacked along a new leading axis.
@@ -494,8 +502,7 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor], o
                   ops.add_mul(W[8:11], W[16:19], _C2, part(D, 13, 16)),  # major y
                   ops.sub_mul(W[8:11], W[16:19], _C2, part(D, 16, 19)),  # minor x
                   ops.sub_mul(W[5:8], W[19:22], _C2, part(D, 19, 22))], D)  # minor y
-    index = {k: torch.tensor(v, device=d.device) for k, v in
-             (("f1", _R_TO_F1), ("ex", _D_TO_EX), ("ey", _D_TO_EY))}
+    index = _gather_index(str(d.device))
     return (ops.gather(f1, index["f1"], slab.get("f1")),
             ops.gather(d, index["ex"], slab.get("ex")),
             ops.gather(d, index["ey"], slab.get("ey")))
