@@ -354,6 +354,34 @@ def summary_table(growth_path) -> str:
     return "\n".join(rows)
 
 
+def wall_table(dom_path) -> str:
+    """Markdown table over (T, f) of a domain-size store: the walls at the last frame, mean
+    and spread over runs: wall density, the anisotropy of their normals (+1 axes, -1
+    diagonals) and the electron density on them relative to the mean."""
+    ds = store.open_dataset(dom_path)
+    keep = [v for v in (analysis.WALL, analysis.WALL_C4, analysis.WALL_DN) if v in ds]
+    last = ds[keep].isel({schema.STEP: -1}).load()
+    t = float(np.asarray(ds[schema.TIME].values).reshape(-1)[-1]) if schema.TIME in ds else None
+    head = f"walls at t = {t:g}" if t is not None else "walls at the last frame"
+    rows = [f"| T | f | wall density ({head}) | anisotropy <cos 4 theta> | "
+            "n on walls - mean n |", "| --- | --- | --- | --- | --- |"]
+
+    def cell(da, fmt):
+        if da is None:
+            return "n/a"
+        v = np.asarray(da.values, dtype=float)
+        sd = np.nanstd(v, ddof=1) if np.isfinite(v).sum() > 1 else np.nan
+        return f"{_f(np.nanmean(v), fmt)} ± {_f(sd, fmt)}"
+
+    for T in last[schema.T].values:
+        for f in last[schema.F_FILL].values:
+            c = last.sel({schema.T: T, schema.F_FILL: f})
+            rows.append(f"| {T:g} | {f:g} | {cell(c.get(analysis.WALL), '.4f')} | "
+                        f"{cell(c.get(analysis.WALL_C4), '.3f')} | "
+                        f"{cell(c.get(analysis.WALL_DN), '.4f')} |")
+    return "\n".join(rows)
+
+
 def late_time_table(sf_path) -> str:
     """Markdown table over (T, f) of a structure-factor store: the collapse quality and the
     Porod slopes pooled over the late-time window, with the q windows used."""

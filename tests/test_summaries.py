@@ -44,6 +44,13 @@ def test_outputs_match_analysis_functions(trajectory, tmp_path):
     # the stored store says where it came from and with which parameters
     assert growth.attrs["source_store"] == str(trajectory)
     assert growth.attrs["g"] == 3.5
+    # the walls: their density, orientation and filling, per frame and run
+    direct_phi = analysis.order_parameter(n)
+    for name, want in ((analysis.WALL, analysis.interface_density(direct_phi)),
+                       (analysis.WALL_C4, analysis.wall_anisotropy(direct_phi)),
+                       (analysis.WALL_DN, analysis.wall_density_excess(n, direct_phi))):
+        assert dom[name].dims == (schema.T, schema.F_FILL, schema.RUN, schema.STEP)
+        np.testing.assert_allclose(dom[name].values, want.values, rtol=1e-12, atol=1e-15)
 
 
 def test_cli_refuses_to_overwrite_and_default_window(trajectory, tmp_path, capsys):
@@ -164,6 +171,10 @@ def test_cli_prints_windows_and_late_time_numbers(trajectory, tmp_path, capsys):
     assert f"t = {t_end / 20:g} .. {t_end / 2:g} and t = {t_end / 5:g} .. {t_end:g}" in text
     assert "alpha_window_err" in text and "collapse_msd" in text
     assert "q_min = q_wall" in text and "large-q window: q = 1.571 .. 3.142" in text
+    assert "anisotropy <cos 4 theta>" in text and "hole-rich" in text
+    dom = store.open_dataset(tmp_path / "p" / "domain-size.zarr").load()
+    last = dom[analysis.WALL_C4].sel(T=0.3, f=0.5).isel(step=-1).values
+    assert "| 0.3 | 0.5 | " in text and f"{np.nanmean(last):.3f} ± " in text
     growth = store.open_dataset(tmp_path / "p" / "growth-exponents.zarr").load()
     err = float(growth[analysis.ALPHA_WINDOW_ERR].sel(T=0.1, f=0.5))
     assert f"| 0.1 | 0.5 | {float(growth['alpha'].sel(T=0.1, f=0.5)):.3f} |" in text

@@ -51,6 +51,7 @@ def run(args) -> int:
         frames_note,
         late_time_table,
         summary_table,
+        wall_table,
     )
 
     settings = AnalysisSettings(window=tuple(args.window) if args.window else None,
@@ -85,4 +86,9 @@ def run(args) -> int:
     if lq:
         print(f"large-q window: q = {lq[0]:.4g} .. {lq[1]:.4g}")
     print(late_time_table(written["structure-factor"]))
+    print()
+    print("domain walls at the last frame (mean ± spread over runs): anisotropy of the wall "
+          "normals (+1 along the axes, -1 along the diagonals, 0 isotropic) and the electron "
+          "density on the walls minus the mean (< 0: hole-rich walls)")
+    print(wall_table(written["domain-size"]))
     return 0
