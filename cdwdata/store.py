@@ -823,7 +823,6 @@ def _trajectory_damage(root: Path, g, read: bool, report: VerifyReport) -> None:
         except Exception as err:  # checksum mismatch, truncated or garbled chunk
             add(schema.FRAMES_DONE, cell, f"unreadable chunk ({_first_line(err)})")
     n_frames = g[attrs["frame_vars"][0]].shape[3]
-    ck = _ckpt_names(g)
     per_frame = [name for name in attrs["frame_vars"] if name in g]
     if schema.MU in g:
         per_frame.append(schema.MU)
@@ -863,9 +862,26 @@ def _trajectory_damage(root: Path, g, read: bool, report: VerifyReport) -> None:
                     problem = f"unreadable chunk ({_first_line(err)})"
                 if problem:
                     add(name, cell, problem, frame=j, step=j * se)
+    _checkpoint_damage(root, g, done, read, report, add)
+
+
+def _checkpoint_damage(root: Path, g, done: np.ndarray, read: bool, report: VerifyReport,
+                       add) -> None:
+    """The checkpoint slot of the last written frame of every run. ``done`` is
+    ``frames_done`` as read before the frames were checked; a writer still running may have
+    moved on since (and reused that slot two frames later), so the current value is read
+    again here, just before its slot: a run that advanced is judged by its newest frame."""
+    se = int(g.attrs["save_every"])
+    fd = g[schema.FRAMES_DONE]
+    ck = _ckpt_names(g)
     step_arr = g[ck["step"]]
-    for cell in np.ndindex(nT, nf, R):
+    for cell in np.ndindex(*done.shape):
         k = int(done[cell])
+        if k >= 0:
+            try:
+                k = max(k, int(fd[cell]))
+            except Exception:  # reported with frames_done above
+                pass
         if k < 1:
             continue
         slot = (k - 1) % 2

@@ -182,3 +182,25 @@ def test_describe_reports_progress_and_provenance(tmp_path):
     assert "command: cdw x" in text and "forcefield: ed" in text
     with pytest.raises(StoreError, match="does not exist"):
         store.read_attrs(tmp_path / "missing.zarr")
+
+
+def test_verify_judges_a_run_that_moved_on_by_its_newest_checkpoint(tmp_path):
+    """A store being written: frames_done read before the (long) frame checks can be two
+    frames behind when the checkpoint slot is read, and that slot then holds a newer step.
+    Not damage: the run is judged by its current frames_done."""
+    from cdwdata.quench import run_quench
+
+    path = tmp_path / "q.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=2, steps=50,
+                            save_every=10, seed=1, forcefield="tdgl"), path, progress=False)
+    g = zarr.open_group(str(path), mode="r")
+    now = np.asarray(g[schema.FRAMES_DONE][...]).astype(np.int64)
+    stale = now - 2  # as read before the writer wrote two more frames
+    report = store.VerifyReport(str(path), read=True)
+
+    def add(var, cell, problem, frame=None, **extra):
+        report.damage.append(store.Damage(var, dict(extra), problem, cell, frame))
+
+    store._checkpoint_damage(path, g, stale, True, report, add)
+    assert report.ok, report.damage
+    assert store.verify(path).ok
