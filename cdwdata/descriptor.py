@@ -632,6 +632,7 @@ class Workspace:
         self.slabs = {"U": scratch[:22], "R": scratch[:23], "W": scratch[23:45],
                       "S": scratch[45:56], "Dd": scratch[56:67], "D": scratch[67:89],
                       "f1": self.planes[:23], "ex": exy[:11], "ey": exy[11:]}
+        self._low: torch.Tensor | None = None  # the features in a reduced dtype (converted)
 
     @classmethod
     def reuse(cls, ws: Workspace | None, shape, dtype: torch.dtype, device) -> Workspace:
@@ -649,7 +650,7 @@ class Workspace:
         """The features in ``dtype`` (e.g. bfloat16), converted plane by plane into a kept
         buffer (contiguous planes: 20x cheaper than converting site rows with a stride), as
         a (..., L, L, 45) view like :meth:`Descriptor.forward`'s."""
-        low = getattr(self, "_low", None)
+        low = self._low
         if low is None or low.dtype != dtype:
             low = self._low = torch.empty_like(self.planes, dtype=dtype)
         return low.copy_(self.planes).movedim(0, -1)
