@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_scaling.py [--L 40 100 200 400] [--model NAME_OR_PATH]
                                        [--device cpu|cuda] [--threads 1] [--repeat 3]
-                                       [--runs 1] [--state STORE[:STEP]] [--out JSON]
+                                       [--runs 1] [--state STORE[:STEP] ...] [--out JSON]
 
 For every L, in a fresh process (so that peak memory belongs to that L alone):
 
@@ -104,6 +104,21 @@ def stored_state(spec: str, L: int):
     return np.tile(Q, (reps, reps))[:L, :L]
 
 
+def frame_size(spec: str) -> int:
+    """The lattice size of the store in a ``STORE[:STEP]`` spec."""
+    from cdwdata import store
+
+    return int(store.open_dataset(spec.partition(":")[0]).sizes["x"])
+
+
+def state_for_size(specs: list[str], L: int) -> str:
+    """Of the stored frames ``specs``, the one to start an L x L lattice from: the largest
+    whose size divides L (tiled without a seam), else the first (tiled and cropped: one
+    seam of walls at the crop, which costs more at the walls' sites)."""
+    fits = [(frame_size(s), s) for s in specs if L % frame_size(s) == 0]
+    return max(fits)[1] if fits else specs[0]
+
+
 def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
             state: str | None = None, runs: int = 1) -> dict:
     """All measurements for one L in this process; from the hot start, or from a stored
@@ -197,8 +212,9 @@ def _child(args) -> None:
         blas_threads(args.threads)
     except ImportError:  # pragma: no cover
         pass
+    state = args.state[0] if args.state else None
     print("RESULT " + json.dumps(measure(args.child, args.model, args.device, args.repeat,
-                                         args.steps, args.state, args.runs)), flush=True)
+                                         args.steps, state, args.runs)), flush=True)
 
 
 def main() -> None:
@@ -212,10 +228,11 @@ def main() -> None:
                     help="torch threads (default 1: one Dask worker per core)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="steps per timed block")
-    ap.add_argument("--state", default=None, metavar="STORE[:STEP]",
+    ap.add_argument("--state", default=None, nargs="+", metavar="STORE[:STEP]",
                     help="start from a stored frame (run 0, first T and f; default the last "
                          "frame), tiled to each L, instead of the hot start: late-quench "
-                         "cost")
+                         "cost. With several, each L starts from the largest frame whose "
+                         "size divides it (no seam)")
     ap.add_argument("--runs", type=int, default=1,
                     help="runs batched in one tensor at every L (cdw quench --runs-per-task); "
                          "costs are per site of all runs (default 1)")
@@ -248,8 +265,9 @@ def main() -> None:
                "--runs", str(args.runs)]
         if args.steps:
             cmd += ["--steps", str(args.steps)]
-        if args.state:
-            cmd += ["--state", args.state]
+        state = state_for_size(args.state, L) if args.state else None
+        if state:
+            cmd += ["--state", state]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -258,6 +276,7 @@ def main() -> None:
             break
         row = json.loads(line[len("RESULT "):])
         row["wall_s"] = time.perf_counter() - t0
+        row["state"] = state or "hot start"
         rows.append(row)
         print(f"L={L}: {row['step_per_site_ns']:.0f} ns/site-step, ratio {row['ratio']:.2f} "
               f"({row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
@@ -268,7 +287,7 @@ def main() -> None:
         "torch": torch.__version__, "threads": args.threads,
         "model": "stand-in (random weights, paper architecture)" if standin else model,
         "compute_dtype": "float32", "runs_per_batch": args.runs,
-        "state": args.state or "hot start",
+        "state": " ".join(args.state) if args.state else "hot start",
         "rows": rows,
     }
     mem = "GPU peak (MB)" if args.device.startswith("cuda") else "RSS growth (MB)"

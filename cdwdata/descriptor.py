@@ -362,6 +362,10 @@ class _Fresh:
 
     slab = None
 
+    def part(self, name, lo, hi):
+        """Where planes ``lo:hi`` of the result ``name`` go (nowhere: fresh tensors)."""
+        return None
+
     def pairs(self, vF, vG):
         return (torch.stack([a + b for a, b in zip(vF, vG, strict=True)]),
                 torch.stack([a - b for a, b in zip(vF, vG, strict=True)]))
@@ -396,14 +400,17 @@ class _Into(_Fresh):
     operations in the same order, so the results are bit for bit those of :class:`_Fresh`."""
 
     def __init__(self, ws: Workspace) -> None:
-        self.slab = ws.slabs
+        self.slab, self.ws = ws.slabs, ws
+
+    def part(self, name, lo, hi):
+        return self.ws.view(name, lo, hi)
 
     def pairs(self, vF, vG):
-        U, W = self.slab["U"], self.slab["W"]
-        for k, (a, b) in enumerate(zip(vF, vG, strict=True)):
-            torch.add(a, b, out=U[k])
-            torch.sub(a, b, out=W[k])
-        return U, W
+        U, W = self.ws.rows["U"], self.ws.rows["W"]
+        for a, b, u, w in zip(vF, vG, U, W, strict=True):
+            torch.add(a, b, out=u)
+            torch.sub(a, b, out=w)
+        return self.slab["U"], self.slab["W"]
 
     def add(self, a, b, dst=None):
         return torch.add(a, b, out=dst)
@@ -475,33 +482,29 @@ def _project(v0: torch.Tensor, vF: list[torch.Tensor], vG: list[torch.Tensor], o
     """
     ops = ops or _Fresh()
     slab = ops.slab or {}
-    R, D = slab.get("R"), slab.get("D")
-
-    def part(x, lo, hi):
-        return None if x is None else x[lo:hi]
-
+    R, D, part = slab.get("R"), slab.get("D"), ops.part
     U, W = ops.pairs(vF, vG)  # even and odd parts of each pair {r, -r}
     # partners: x<->y, P1<->P2, a<->c, b<->d
     S, Dd = ops.add(U[:11], U[11:], slab.get("S")), ops.sub(U[:11], U[11:], slab.get("Dd"))
     # type I (d2 = 1, 4, 9): A1, B1;  type II (d2 = 2, 8): A1, B2;  type III (d2 = 5, 10,
     # 13): blocks {a, c} (S[5:8]), {b, d} (S[8:11])
-    f1 = ops.join([ops.copy(v0[None], part(R, 0, 1)),
-                   ops.mul(S[:5], _C2, part(R, 1, 6)),
-                   ops.mul(Dd[:5], _C2, part(R, 6, 11)),
-                   ops.add_mul(S[5:8], S[8:11], _CR8, part(R, 11, 14)),  # A1
-                   ops.sub_mul(S[5:8], S[8:11], _CR8, part(R, 14, 17)),  # A2
-                   ops.sub_mul(Dd[5:8], Dd[8:11], _CR8, part(R, 17, 20)),  # B1
-                   ops.add_mul(Dd[5:8], Dd[8:11], _CR8, part(R, 20, 23))], R)  # B2
+    f1 = ops.join([ops.copy(v0[None], part("R", 0, 1)),
+                   ops.mul(S[:5], _C2, part("R", 1, 6)),
+                   ops.mul(Dd[:5], _C2, part("R", 6, 11)),
+                   ops.add_mul(S[5:8], S[8:11], _CR8, part("R", 11, 14)),  # A1
+                   ops.sub_mul(S[5:8], S[8:11], _CR8, part("R", 14, 17)),  # A2
+                   ops.sub_mul(Dd[5:8], Dd[8:11], _CR8, part("R", 17, 20)),  # B1
+                   ops.add_mul(Dd[5:8], Dd[8:11], _CR8, part("R", 20, 23))], R)  # B2
     # doublets. type I: Q(r) - Q(-r); type II: sum_r sign(x) Q(r) / 2, sum_r sign(y) Q(r) / 2;
     # type III: blocks {a, d} (W[5:8], W[19:22]), {b, c} (W[8:11], W[16:19])
-    d = ops.join([ops.mul(W[0:3], _CR2, part(D, 0, 3)),
-                  ops.mul(W[11:14], _CR2, part(D, 3, 6)),
-                  ops.add_mul(W[3:5], W[14:16], _C2, part(D, 6, 8)),
-                  ops.sub_mul(W[3:5], W[14:16], _C2, part(D, 8, 10)),
-                  ops.add_mul(W[5:8], W[19:22], _C2, part(D, 10, 13)),  # major x
-                  ops.add_mul(W[8:11], W[16:19], _C2, part(D, 13, 16)),  # major y
-                  ops.sub_mul(W[8:11], W[16:19], _C2, part(D, 16, 19)),  # minor x
-                  ops.sub_mul(W[5:8], W[19:22], _C2, part(D, 19, 22))], D)  # minor y
+    d = ops.join([ops.mul(W[0:3], _CR2, part("D", 0, 3)),
+                  ops.mul(W[11:14], _CR2, part("D", 3, 6)),
+                  ops.add_mul(W[3:5], W[14:16], _C2, part("D", 6, 8)),
+                  ops.sub_mul(W[3:5], W[14:16], _C2, part("D", 8, 10)),
+                  ops.add_mul(W[5:8], W[19:22], _C2, part("D", 10, 13)),  # major x
+                  ops.add_mul(W[8:11], W[16:19], _C2, part("D", 13, 16)),  # major y
+                  ops.sub_mul(W[8:11], W[16:19], _C2, part("D", 16, 19)),  # minor x
+                  ops.sub_mul(W[5:8], W[19:22], _C2, part("D", 19, 22))], D)  # minor y
     index = _gather_index(str(d.device))
     return (ops.gather(f1, index["f1"], slab.get("f1")),
             ops.gather(d, index["ex"], slab.get("ex")),
@@ -624,6 +627,9 @@ class Workspace:
         L1, L2 = shape[-2:]
         kw = {"dtype": dtype, "device": self.device}
         self.pad = torch.empty(*shape[:-2], L1 + 2 * _PAD, L2 + 2 * _PAD, **kw)
+        #: the views of ``pad`` at the pair representatives r and at -r (made once)
+        self.pair_views = ([_shifted(self.pad, L2, dx, dy) for dx, dy in _PAIRS],
+                           [_shifted(self.pad, L2, -dx, -dy) for dx, dy in _PAIRS])
         self.planes = torch.empty(N_FEATURES, *shape, **kw)
         exy = torch.empty(22, *shape, **kw)
         scratch = torch.empty(89, *shape, **kw)
@@ -632,6 +638,9 @@ class Workspace:
         self.slabs = {"U": scratch[:22], "R": scratch[:23], "W": scratch[23:45],
                       "S": scratch[45:56], "Dd": scratch[56:67], "D": scratch[67:89],
                       "f1": self.planes[:23], "ex": exy[:11], "ey": exy[11:]}
+        #: the planes of the slabs written one by one, as views made once
+        self.rows = {k: self.slabs[k].unbind(0) for k in ("U", "W", "S", "Dd")}
+        self._views: dict[tuple[str, int, int], torch.Tensor] = {}
         self._low: torch.Tensor | None = None  # the features in a reduced dtype (converted)
 
     @classmethod
@@ -671,26 +680,32 @@ class Workspace:
         Qp[..., :, p + L2:].copy_(Qp[..., :, p:2 * p])
         return Qp
 
-    def reference(self, e: torch.Tensor, w: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+    def view(self, name: str, lo: int, hi: int) -> torch.Tensor:
+        """Planes ``lo:hi`` of the slab ``name`` (the view made once)."""
+        key = (name, lo, hi)
+        v = self._views.get(key)
+        if v is None:
+            v = self._views[key] = self.slabs[name][lo:hi]
+        return v
+
+    def reference(self, e: torch.Tensor, w: torch.Tensor, acc: str) -> torch.Tensor:
         """:func:`_wsum` of the eleven doublet components ``e`` (11, ...) with weights ``w``
-        (11,), using the planes of ``acc`` (11, ...): the products at once, then the sum in
-        the same order (same bits)."""
-        torch.mul(e, w.view(-1, *([1] * (e.ndim - 1))), out=acc)
-        for k in range(1, acc.shape[0]):
-            acc[0].add_(acc[k])
-        return acc[0]
+        (11,), using the planes of the slab ``acc`` (11, ...): the products at once, then
+        the sum in the same order (same bits)."""
+        torch.mul(e, w.view(-1, *([1] * (e.ndim - 1))), out=self.slabs[acc])
+        first, *rest = self.rows[acc]
+        for plane in rest:
+            first.add_(plane)
+        return first
 
 
 def _features_into(Q: torch.Tensor, tab: _Tables, ws: Workspace) -> torch.Tensor:
     """The features of ``Q`` written into ``ws`` (no allocation proportional to the lattice
     but the frame codes); equal bit for bit to the allocating path."""
-    Qp, L = ws.padded(Q), Q.shape[-1]
-    vF = [_shifted(Qp, L, dx, dy) for dx, dy in _PAIRS]
-    vG = [_shifted(Qp, L, -dx, -dy) for dx, dy in _PAIRS]
-    f1, EX, EY = _project(Q, vF, vG, _Into(ws))
+    ws.padded(Q)
+    f1, EX, EY = _project(Q, *ws.pair_views, _Into(ws))
     # S and Dd are free once f1 is made: they hold the products of the references
-    code, tie = _fast_codes(ws.reference(EX, tab.dipole, ws.slabs["S"]),
-                            ws.reference(EY, tab.dipole, ws.slabs["Dd"]))
+    code, tie = _fast_codes(ws.reference(EX, tab.dipole, "S"), ws.reference(EY, tab.dipole, "Dd"))
     if bool(tie.any()):
         code[tie] = _resolve_ties([p[tie] for p in f1], [p[tie] for p in EX],
                                   [p[tie] for p in EY], tab)
@@ -853,11 +868,9 @@ class Descriptor(torch.nn.Module):
             self.register_buffer(name, torch.from_numpy(arr))
 
     def _tables(self, Q: torch.Tensor) -> _Tables:
-        out = {}
-        for name in _Tables._fields:
-            t = getattr(self, name)
-            out[name] = t.to(device=Q.device, dtype=Q.dtype if t.is_floating_point() else None)
-        return _Tables(**out)
+        """The tables in ``Q``'s dtype and on its device: the buffers' values, which are the
+        module's constants, made once per device and dtype (no copies per call)."""
+        return _tables_for(Q)
 
     def forward(self, Q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Features of every site.

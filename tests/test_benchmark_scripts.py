@@ -124,6 +124,25 @@ def test_scaling_benchmark_tiles_a_stored_frame_to_any_size(tmp_path):
     assert stored_state(str(path), 8).shape == (8, 8)
 
 
+def test_scaling_benchmark_picks_the_frame_that_tiles_without_a_seam(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scaling import state_for_size
+
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    specs = []
+    for L in (8, 12):
+        path = tmp_path / f"q{L}.zarr"
+        run_quench(QuenchConfig(L=L, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=10,
+                                save_every=10, seed=3, forcefield="tdgl"), path, progress=False)
+        specs.append(f"{path}:10")
+    assert state_for_size(specs, 8) == specs[0]
+    assert state_for_size(specs, 12) == specs[1]
+    assert state_for_size(specs, 24) == specs[1]  # both divide: the larger frame
+    assert state_for_size(specs, 16) == specs[0]
+    assert state_for_size(specs, 10) == specs[0]  # none divides: the first, cropped
+
+
 def test_scaling_benchmark_measures_batched_runs():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_scaling import measure

@@ -324,28 +324,37 @@ class GrandCanonicalForceField(MLForceField):
         computed."""
         n0, dn0 = first if first is not None else plan.density_and_slope(mu0)
         active = None
-        mu, n, dn = mu0, n0, dn0
+        n, dn = n0, dn0
+        # the few numbers per configuration are Python floats (the same IEEE double
+        # arithmetic as float64 tensors, without a tensor call each)
+        goal, mu_start = target.tolist(), mu0.tolist()
+        mu = mu_start
+        curvature = 0.05 / self.T ** 2
         for k in range(NEWTON_STEPS + 1):
-            slope = dn.sum((-2, -1), dtype=torch.float64)
-            if not bool((slope > 0).all()):
+            slope = dn.sum((-2, -1), dtype=torch.float64).tolist()
+            count = n.sum((-2, -1), dtype=torch.float64).tolist()
+            if not all(s > 0 for s in slope):
                 return None
-            dmu = (target - n.sum((-2, -1), dtype=torch.float64)) / slope
-            if not bool(torch.isfinite(dmu).all()):
+            dmu = [(t - c) / s for t, c, s in zip(goal, count, slope, strict=True)]
+            if not all(math.isfinite(d) for d in dmu):
                 return None
             # error of the linear finish ~ n'' dmu^2 / 2, with |n''| <= 0.1 / T^2
-            err = 0.05 / self.T ** 2 * dmu ** 2
-            if bool((err <= LINEAR_TOL).all()):
-                out = torch.addcmul(n, dn, dmu.to(n.dtype)[:, None, None]).clamp_(0.0, 1.0)
-                return out, mu + dmu, out.sum((-2, -1), dtype=torch.float64) - target
+            if all(curvature * (d * d) <= LINEAR_TOL for d in dmu):
+                shift = torch.tensor(dmu, dtype=n.dtype, device=n.device)
+                out = torch.addcmul(n, dn, shift[:, None, None]).clamp_(0.0, 1.0)
+                mu_out = torch.tensor([m + d for m, d in zip(mu, dmu, strict=True)],
+                                      dtype=torch.float64, device=target.device)
+                return out, mu_out, out.sum((-2, -1), dtype=torch.float64) - target
             if k == NEWTON_STEPS:
                 return None
-            mu = mu + dmu.clamp(-self.T, self.T)
-            if bool(((mu - mu0).abs() > self.T).any()):
+            mu = [m + min(max(d, -self.T), self.T) for m, d in zip(mu, dmu, strict=True)]
+            if any(abs(m - m0) > self.T for m, m0 in zip(mu, mu_start, strict=True)):
                 return None
             if active is None:
                 flat = (dn0.abs() > ACTIVE_SLOPE).reshape(dn0.shape[0], -1)
                 active = [torch.nonzero(row).reshape(-1) for row in flat]
-            n, dn = plan.density_near(mu, mu0, n0, dn0, active)
+            n, dn = plan.density_near(torch.tensor(mu, dtype=torch.float64), mu0, n0, dn0,
+                                      active)
 
     def _bracketed(self, plan, mu0, target):
         """The bracketed secant solve of the filling equation from ``mu0``."""
