@@ -73,6 +73,20 @@ def batched_ed(L: int, batch: int, device, repeat: int = 3) -> dict:
     return {"L": L, "batch": batch, "seconds": best, "seconds_per_config": best / batch}
 
 
+def compile_parts(L: int, device, compile_: bool = True) -> dict:
+    """Eager against torch.compile for the descriptor and the Fermi sum
+    (``bench_compile.py``); a failure to compile is reported, not raised."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_compile import measure
+
+    try:
+        return measure(L, blocks=5, compile_=compile_, device=device)
+    except Exception as err:  # noqa: BLE001 - the check goes on with its other parts
+        return {"L": L, "device": device, "error": f"{type(err).__name__}: {err}"[:2000]}
+
+
 def paper_ensembles(model: str, L: int, runs: int, steps: int, every: int, cells, device,
                     precision: str, out: Path, deadline: float) -> list[dict]:
     """Quench ensembles from hot starts; per saved step: L(t), <|phi|>, S(q,t) (run mean)."""
@@ -138,7 +152,7 @@ def main() -> None:
     report = {"benchmark": "gpu_check", "device": torch.cuda.get_device_name(0)
               if device == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "model": args.model, "langevin": [], "ed": [],
-              "paper": []}
+              "compile": [], "paper": []}
     name = out / "gpu-check.json"
 
     def save():
@@ -159,6 +173,11 @@ def main() -> None:
         row = batched_ed(8 if args.smoke else 40, batch, device)
         print(json.dumps(row), flush=True)
         report["ed"].append(row)
+        save()
+    if time.perf_counter() < deadline - 120:  # torch.compile of the descriptor and Fermi sum
+        report["compile"].append(compile_parts(16 if args.smoke else 1000, device,
+                                               compile_=not args.smoke))
+        print(json.dumps(report["compile"][-1]), flush=True)
         save()
     cells = [(0.1, 0.5), (0.2, 0.5), (0.3, 0.5), (0.1, 0.4), (0.1, 0.3)]
     if args.smoke:

@@ -21,6 +21,7 @@ def test_gpu_check_smoke_runs_on_cpu_and_writes_its_report(tmp_path):
     for row in rep["langevin"]:
         assert row["site_steps_per_s"] > 0 and row["filling_rel_error"] < 1e-6
     assert rep["ed"][0]["seconds_per_config"] > 0
+    assert rep["compile"][0]["times"]["descriptor_eager"]["median_ms"] > 0
     assert len(rep["paper"]) == 2
     z = np.load(tmp_path / rep["paper"][0]["file"])
     assert z["L"].shape == (3, 2) and np.isfinite(z["L"]).all()
@@ -150,3 +151,14 @@ def test_scaling_benchmark_measures_batched_runs():
     row = measure(8, "holstein-gc-v12", "cpu", repeat=1, steps=1, runs=2)
     assert row["runs"] == 2 and row["sites"] == 2 * 64 and row["finite"]
     assert row["step_per_site_ns"] > 0 and row["frame_write_s"] > 0
+
+
+def test_compile_benchmark_measures_the_eager_parts():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_compile import measure
+
+    row = measure(8, blocks=1, compile_=False)
+    assert row["sites"] == 64 and row["levels"] > 0
+    assert set(row["times"]) == {"descriptor_workspace", "descriptor_eager",
+                                 "fermi_eager_chunked"}
+    assert all(v["median_ms"] > 0 for v in row["times"].values())
