@@ -256,3 +256,26 @@ def test_a_pair_model_starts_as_its_plain_model_and_trains_on(level_model, tmp_p
 
 def json_data_paths(card: dict) -> list[str]:
     return list(card["training"]["data"])
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_unchunked_plan_evaluates_all_configurations_at_once_with_the_same_result(rng, pairs):
+    """The GPU's way (no chunks: one network call and one Fermi sum for every site of every
+    configuration) gives what the CPU's chunked, configuration by configuration way gives."""
+    m = _model(7, pairs=pairs)
+    Q = torch.as_tensor(rng.normal(0, 1.5, (3, L, L)))
+    mu = torch.tensor([0.1, 0.25, -0.2], dtype=torch.float64)
+    with torch.no_grad():
+        G = m.features(Q)
+        out = []
+        for chunk in (5, None):
+            plan = LevelPlan(m, 0.1, dtype=torch.float64)
+            plan.chunk = chunk
+            plan.bind(G)
+            out.append([x.clone() for x in (plan.w, plan.e, *plan.density_and_slope(mu))])
+            single = LevelPlan(m, 0.1, dtype=torch.float64)
+            single.chunk = chunk
+            n1, dn1 = single.bind(G[1:2]).density_and_slope(mu[1:2])
+            np.testing.assert_allclose(n1[0].numpy(), out[-1][2][1].numpy(), atol=1e-12)
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

@@ -361,11 +361,15 @@ class LevelPlan:
         low = None  # reduced-precision input, converted once from the workspace's planes
         if self.hidden_dtype != self.dtype and self._G is not None and self._G.holds(G):
             low = self._G.converted(self.hidden_dtype).reshape(B, -1, F)
-        C = self.chunk or S
-        for b in range(B):
-            for i in range(0, S, C):
-                self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C],
-                             None if low is None else low[b, i:i + C])
+        if self.chunk is None:  # a GPU: every site of every configuration in one call
+            self._levels(rows.reshape(B * S, F), w.reshape(B * S, K), e.reshape(B * S, K),
+                         None if low is None else low.reshape(B * S, F))
+        else:
+            C = self.chunk
+            for b in range(B):
+                for i in range(0, S, C):
+                    self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C],
+                                 None if low is None else low[b, i:i + C])
         self.evaluations += 1
         self._rows = rows
         return self
@@ -462,7 +466,7 @@ class LevelPlan:
     def _fermi_rows(self, e: torch.Tensor, w: torch.Tensor, mu: torch.Tensor,
                     n: torch.Tensor, dn: torch.Tensor) -> None:
         """``n`` and ``dn/dmu`` (S,) of the levels ``e`` with weights ``w`` (S, K) at ``mu``
-        (a 0-d tensor), in chunks of sites with kept scratch buffers (the (sites, K)
+        (a 0-d tensor, or one per row: (S, 1)), in chunks of sites with kept scratch buffers (the (sites, K)
         temporaries of a plain sum would leave the cache: 4x slower at 200x200 with 64
         levels)."""
         S, K = e.shape
@@ -476,7 +480,7 @@ class LevelPlan:
             ec, wc = e[i:i + C], w[i:i + C]
             c = ec.shape[0]
             s_, t_ = z[:c], t[:c]
-            torch.sub(mu, ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
+            torch.sub(mu if mu.ndim == 0 else mu[i:i + C], ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
             torch.mul(wc, s_, out=t_)
             torch.sum(t_, -1, out=n[i:i + C])
             t_.mul_(s_.neg_().add_(1.0))  # w s (1 - s)
@@ -498,8 +502,13 @@ class LevelPlan:
         mu = self._mu(mu, B)
         n = torch.empty(B, w.shape[1], dtype=self.dtype, device=self.device)
         dn = torch.empty_like(n)
-        for j in range(B):
-            self._fermi_rows(e[j], w[j], mu[j], n[j], dn[j])
+        if self.chunk is None and B > 1:  # a GPU: all configurations in one sum
+            S = w.shape[1]
+            self._fermi_rows(e.reshape(B * S, K), w.reshape(B * S, K),
+                             mu.repeat_interleave(S)[:, None], n.view(-1), dn.view(-1))
+        else:
+            for j in range(B):
+                self._fermi_rows(e[j], w[j], mu[j], n[j], dn[j])
         shape = (B, *self.lattice_shape)
         return n.view(shape), dn.view(shape)
 
