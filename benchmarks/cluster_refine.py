@@ -42,22 +42,18 @@ def main() -> None:
 
     # per refine call (one batch of frames), the sites selected in each frame
     calls: list[list[int]] = []
-    refine, select = ClusterLevels.refine, ClusterLevels.select
+    refine = ClusterLevels.refine
 
-    def counting_refine(self, G, w, e, mu):
-        calls.append([])
-        return refine(self, G, w, e, mu)
+    def counting_refine(self, G, w, e, mu, candidates=None):
+        count = refine(self, G, w, e, mu, candidates)
+        calls.append([int(r.numel()) for r in self.last_rows])
+        return count
 
-    def counting_select(self, w, e, mu):
-        rows = select(self, w, e, mu)
-        calls[-1].append(int(rows.numel()))
-        return rows
-
-    ClusterLevels.refine, ClusterLevels.select = counting_refine, counting_select
+    ClusterLevels.refine = counting_refine
     try:
         rows = scan(args, calls)
     finally:
-        ClusterLevels.refine, ClusterLevels.select = refine, select
+        ClusterLevels.refine = refine
     out = {"benchmark": "open-cluster refinement of a level model", "model": args.model,
            "store": args.store, "runs": args.runs, "rows": rows, "torch": torch.__version__,
            "machine": platform.platform()}

@@ -126,14 +126,17 @@ class ClusterLevels:
         self.H0 = torch.as_tensor(H0, **kw)
         self.M = H0.shape[0]
         #: sites refined by the last :meth:`refine` (all configurations together), and
-        #: their row indices per configuration
+        #: their rows in the flat (configuration, site) order (:attr:`last_rows`: per
+        #: configuration)
         self.last_count = 0
-        self.last_rows: list[torch.Tensor] = []
+        self.last_flat = torch.zeros(0, dtype=torch.long)
+        self._sites = 1
         #: every selected site has dn/dmu above this at the reference mu (half the bound of
         #: the module docstring: a margin for rounding)
         x = float(spec.window_T)
         self.slope_bound = 0.5 * spec.weight * math.exp(-x) / (1.0 + math.exp(-x)) ** 2 / T
         self._scratch = None
+        self._configurations = 0
 
     def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w, e)`` (n, M) of feature rows ``G`` (n, 45): the cluster's eigenvalues and the
@@ -143,54 +146,68 @@ class ClusterLevels:
         e, V = torch.linalg.eigh(H)
         return V[:, self.centre, :].square(), e
 
-    def select(self, w: torch.Tensor, e: torch.Tensor, mu: float) -> torch.Tensor:
-        """Row indices whose levels within the window of ``mu`` weigh more than the
-        threshold (``w``, ``e``: (n, K)); in cache-sized chunks with kept scratch buffers
-        (whole (n, K) temporaries: 3x slower at 200x200)."""
+    @property
+    def last_rows(self) -> list[torch.Tensor]:
+        """The rows refined by the last :meth:`refine`, one tensor per configuration."""
+        from cdwdata.ml.inference import per_configuration
+
+        return per_configuration(self.last_flat, self._configurations, self._sites)
+
+    def select(self, w: torch.Tensor, e: torch.Tensor, mu) -> torch.Tensor:
+        """Row indices whose levels within the window of ``mu`` (a number, or one per row:
+        (n,) in ``e``'s dtype) weigh more than the threshold (``w``, ``e``: (n, K)); in
+        cache-sized chunks with kept scratch buffers (whole (n, K) temporaries: 3x slower at
+        200x200)."""
         n, K = e.shape
-        C = min(SELECT_CHUNK, n)
-        if self._scratch is None or self._scratch[0].shape != (C, K) \
-                or self._scratch[0].dtype != e.dtype or self._scratch[2].shape[0] < n:
+        C = max(1, min(SELECT_CHUNK, n))
+        if self._scratch is None or self._scratch[0].shape[0] < C \
+                or self._scratch[0].shape[1] != K or self._scratch[0].dtype != e.dtype \
+                or self._scratch[0].device != e.device or self._scratch[2].shape[0] < n:
             self._scratch = (torch.empty(C, K, dtype=e.dtype, device=e.device),
                              torch.empty(C, K, dtype=torch.bool, device=e.device),
-                             torch.empty(n, dtype=e.dtype, device=e.device))
+                             torch.empty(max(n, C), dtype=e.dtype, device=e.device))
         d, inside, near = self._scratch
+        per_row = isinstance(mu, torch.Tensor) and mu.ndim == 1
         for i in range(0, n, C):
             c = min(C, n - i)
-            torch.sub(e[i:i + c], mu, out=d[:c]).abs_()
+            torch.sub(e[i:i + c], mu[i:i + c, None] if per_row else mu, out=d[:c]).abs_()
             torch.lt(d[:c], self.window, out=inside[:c])
             torch.mul(w[i:i + c], inside[:c], out=d[:c])
             torch.sum(d[:c], -1, out=near[i:i + c])
         return torch.nonzero(near[:n] > self.spec.weight).reshape(-1)
 
     def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu,
-               candidates: list[torch.Tensor] | None = None) -> int:
+               candidates: torch.Tensor | list[torch.Tensor] | None = None) -> int:
         """Overwrite, in place, the levels ``e`` and weights ``w`` (B, S, K) of the selected
         sites of every configuration with their cluster's (padded with empty levels);
         ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration;
-        ``candidates``: per configuration, the rows that can be selected (those with a
-        slope above :attr:`slope_bound` at ``mu``), else every row. Returns the number of
-        sites refined (their rows: :attr:`last_rows`)."""
-        pad = w.shape[-1] - self.M  # the plan has checked that the levels suffice
+        ``candidates``: the rows that can be selected (those with a slope above
+        :attr:`slope_bound` at ``mu``) as flat (configuration, site) indices or one tensor
+        per configuration, else every row. All configurations are selected and diagonalised
+        together (one selection, one batched eigh). Returns the number of sites refined
+        (their rows: :attr:`last_flat`, :attr:`last_rows`)."""
+        B, S, K = w.shape
+        pad = K - self.M  # the plan has checked that the levels suffice
         mu = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
-        count = 0
-        self.last_rows = []
-        for b in range(w.shape[0]):
-            ref = float(mu[b if mu.numel() > 1 else 0])
-            if candidates is None:
-                rows = self.select(w[b], e[b], ref)
-            else:
-                cand = candidates[b]
-                rows = cand[self.select(w[b, cand], e[b, cand], ref)]
-            self.last_rows.append(rows)
-            if rows.numel() == 0:
-                continue
-            cw, ce = self.levels(G[b, rows])
-            # empty levels sit at the cluster's lowest: weight 0, no effect on any sum
-            w[b, rows] = torch.nn.functional.pad(cw, (0, pad)).to(w.dtype)
-            e[b, rows] = torch.cat([ce, ce[:, :1].expand(-1, pad)], dim=1).to(e.dtype)
-            count += rows.numel()
+        mu = (mu.expand(B) if mu.numel() == 1 else mu).to(device=e.device, dtype=e.dtype)
+        wf, ef = w.reshape(B * S, K), e.reshape(B * S, K)  # views: written through
+        if candidates is None:
+            rows = self.select(wf, ef, mu.repeat_interleave(S))
+        else:
+            if not isinstance(candidates, torch.Tensor):
+                candidates = torch.cat([c.to(e.device) + b * S
+                                        for b, c in enumerate(candidates)]) if B else \
+                    torch.zeros(0, dtype=torch.long, device=e.device)
+            rows = candidates[self.select(wf[candidates], ef[candidates],
+                                          mu[torch.div(candidates, S, rounding_mode="floor")])]
+        self.last_flat, self._sites, self._configurations = rows, S, B
+        count = int(rows.numel())
         self.last_count = count
+        if count:
+            cw, ce = self.levels(G.reshape(B * S, G.shape[-1])[rows])
+            # empty levels sit at the cluster's lowest: weight 0, no effect on any sum
+            wf[rows] = torch.nn.functional.pad(cw, (0, pad)).to(w.dtype)
+            ef[rows] = torch.cat([ce, ce[:, :1].expand(-1, pad)], dim=1).to(e.dtype)
         return count
 
 

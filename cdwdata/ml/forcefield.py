@@ -350,9 +350,8 @@ class GrandCanonicalForceField(MLForceField):
             mu = [m + min(max(d, -self.T), self.T) for m, d in zip(mu, dmu, strict=True)]
             if any(abs(m - m0) > self.T for m, m0 in zip(mu, mu_start, strict=True)):
                 return None
-            if active is None:
-                flat = (dn0.abs() > ACTIVE_SLOPE).reshape(dn0.shape[0], -1)
-                active = [torch.nonzero(row).reshape(-1) for row in flat]
+            if active is None:  # flat (configuration, site) indices
+                active = torch.nonzero((dn0.abs() > ACTIVE_SLOPE).reshape(-1)).reshape(-1)
             n, dn = plan.density_near(torch.tensor(mu, dtype=torch.float64), mu0, n0, dn0,
                                       active)
 

@@ -38,6 +38,12 @@ from cdwdata.ml.options import check_precision
 CPU_CHUNK = 2048
 
 
+def per_configuration(flat: torch.Tensor, B: int, S: int) -> list[torch.Tensor]:
+    """Flat (configuration, site) indices ``b * S + i``, sorted, as one tensor of site
+    indices ``i`` per configuration."""
+    return [flat[(flat >= b * S) & (flat < (b + 1) * S)] - b * S for b in range(B)]
+
+
 class DensityPlan:
     """Evaluate ``n(mu)`` (and ``dn/dmu``) of a :class:`~cdwdata.ml.gcmodel.DensityModel` for
     fixed features, at one electron temperature.
@@ -139,11 +145,14 @@ class DensityPlan:
         slope) at the ``active`` sites; everywhere else linear response from ``(n0, dn0)`` at
         ``mu0``, ``n0 + dn0 (mu - mu0)`` with slope ``dn0``.
 
-        ``active`` holds, per configuration, the flat indices (int64) of the sites to evaluate.
+        ``active`` holds, per configuration, the flat indices (int64) of the sites to evaluate,
+        or is one tensor of (configuration, site) indices ``b * S + i``.
         """
         if self.A is None:
             raise ModelError("DensityPlan.bind(G) must come first")
         B, S, H1 = self.A.shape
+        if isinstance(active, torch.Tensor):
+            active = per_configuration(active, B, S)
         d = (torch.as_tensor(mu, dtype=torch.float64) - torch.as_tensor(mu0, dtype=torch.float64))
         out = self._buf("n_near", (B, S))
         torch.addcmul(n0.reshape(B, S), dn0.reshape(B, S),

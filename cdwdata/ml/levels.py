@@ -395,17 +395,17 @@ class LevelPlan:
         if self.cluster is None:
             return n, dn
         B, K = self.w.shape[0], self.w.shape[-1]
-        flat_n, flat_dn = n.view(B, -1), dn.view(B, -1)
-        cand = [torch.nonzero(r > self.cluster.slope_bound).reshape(-1) for r in flat_dn]
-        self.cluster.refine(self._rows, self.w.view(B, -1, K), self.e.view(B, -1, K), mu,
-                            candidates=cand)
-        w, e, m = self.w.view(B, -1, K), self.e.view(B, -1, K), self._mu(mu, B)
-        for b, rows in enumerate(self.cluster.last_rows):
-            if rows.numel():
-                rn = torch.empty(rows.numel(), dtype=self.dtype, device=self.device)
-                rdn = torch.empty_like(rn)
-                self._fermi_rows(e[b, rows], w[b, rows], m[b], rn, rdn)
-                flat_n[b, rows], flat_dn[b, rows] = rn, rdn
+        S = n[0].numel()
+        cand = torch.nonzero(dn.reshape(-1) > self.cluster.slope_bound).reshape(-1)
+        count = self.cluster.refine(self._rows, self.w.view(B, -1, K), self.e.view(B, -1, K),
+                                    mu, candidates=cand)
+        if count:  # the refined sites' Fermi sums again, all configurations at once
+            rows = self.cluster.last_flat
+            m = self._mu(mu, B)[torch.div(rows, S, rounding_mode="floor")][:, None]
+            rn = torch.empty(count, dtype=self.dtype, device=self.device)
+            rdn = torch.empty_like(rn)
+            self._fermi_rows(self.e.view(-1, K)[rows], self.w.view(-1, K)[rows], m, rn, rdn)
+            n.view(-1)[rows], dn.view(-1)[rows] = rn, rdn
         return n, dn
 
     def _buffers(self, n: int) -> dict:
@@ -520,7 +520,8 @@ class LevelPlan:
 
     def density_near(self, mu, mu0, n0, dn0, active) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, dn/dmu)`` at ``mu`` (one per configuration): the Fermi sum at the ``active``
-        sites (flat int64 indices per configuration), linear response
+        sites (int64 indices: one tensor per configuration, or one flat tensor of
+        (configuration, site) indices), linear response
         ``n0 + dn0 (mu - mu0)`` with slope ``dn0`` everywhere else, as
         :meth:`cdwdata.ml.inference.DensityPlan.density_near`. The results live in kept
         buffers until the next call."""
@@ -537,21 +538,21 @@ class LevelPlan:
         out, slope = near
         torch.addcmul(n0.reshape(B, S), dn0.reshape(B, S), (mu - mu0)[:, None], out=out)
         slope.copy_(dn0.reshape(B, S))
-        for b in range(B):
-            idx = active[b]
-            k = int(idx.numel())
-            if not k:
-                continue
+        idx = active if isinstance(active, torch.Tensor) else torch.cat(
+            [a.to(self.device) + b * S for b, a in enumerate(active)])
+        k = int(idx.numel())
+        if k:  # the active sites of every configuration in one Fermi sum
             rows = self._near.get("rows")
             if rows is None or rows[0].shape[0] < k:
                 rows = self._near["rows"] = [
                     torch.empty(k, K, dtype=self.dtype, device=self.device) for _ in range(2)
                 ] + [torch.empty(k, dtype=self.dtype, device=self.device) for _ in range(2)]
             re, rw, rn, rdn = (x[:k] for x in rows)
-            torch.index_select(e[b], 0, idx, out=re)
-            torch.index_select(w[b], 0, idx, out=rw)
-            self._fermi_rows(re, rw, mu[b], rn, rdn)
-            out[b].index_copy_(0, idx, rn)
-            slope[b].index_copy_(0, idx, rdn)
+            torch.index_select(e.reshape(B * S, K), 0, idx, out=re)
+            torch.index_select(w.reshape(B * S, K), 0, idx, out=rw)
+            m = mu[torch.div(idx, S, rounding_mode="floor")][:, None]
+            self._fermi_rows(re, rw, m, rn, rdn)
+            out.view(-1).index_copy_(0, idx, rn)
+            slope.view(-1).index_copy_(0, idx, rdn)
         shape = (B, *self.lattice_shape)
         return out.view(shape), slope.view(shape)
