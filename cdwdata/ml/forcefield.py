@@ -326,13 +326,14 @@ class GrandCanonicalForceField(MLForceField):
         active = None
         n, dn = n0, dn0
         # the few numbers per configuration are Python floats (the same IEEE double
-        # arithmetic as float64 tensors, without a tensor call each)
-        goal, mu_start = target.tolist(), mu0.tolist()
+        # arithmetic as float64 tensors, without a tensor call each), fetched together (one
+        # device-to-host copy each time on a GPU)
+        goal, mu_start = torch.stack([target, mu0.to(target.device)]).tolist()
         mu = mu_start
         curvature = 0.05 / self.T ** 2
         for k in range(NEWTON_STEPS + 1):
-            slope = dn.sum((-2, -1), dtype=torch.float64).tolist()
-            count = n.sum((-2, -1), dtype=torch.float64).tolist()
+            slope, count = torch.stack([dn.sum((-2, -1), dtype=torch.float64),
+                                        n.sum((-2, -1), dtype=torch.float64)]).tolist()
             if not all(s > 0 for s in slope):
                 return None
             dmu = [(t - c) / s for t, c, s in zip(goal, count, slope, strict=True)]
