@@ -5,11 +5,13 @@ Usage::
     python benchmarks/bench_scaling.py [--L 40 100 200 400] [--model NAME_OR_PATH]
                                        [--device cpu|cuda] [--threads 1] [--repeat 3]
                                        [--runs 1] [--state STORE[:STEP] ...] [--out JSON]
+                                       [--interleaved]
 
 For every L, in a fresh process (so that peak memory belongs to that L alone):
 
 * ``step``: one full Langevin step of one run, batched on the device: descriptor + MLP
-  (the force field), velocity Verlet, Ornstein-Uhlenbeck thermostat with counter-based noise;
+  (the force field), velocity Verlet, Ornstein-Uhlenbeck thermostat with counter-based noise,
+  in place as the quench loop takes it (``dynamics.step(..., inplace=True)``);
 * ``force``: the force-field evaluation alone;
 * ``floor``: a bare float32 forward pass of the paper's MLP (45 x 512 x 256 x 64 x 16 x 1)
   on L*L rows of random features: the compute floor of any implementation;
@@ -119,11 +121,73 @@ def state_for_size(specs: list[str], L: int) -> str:
     return max(fits)[1] if fits else specs[0]
 
 
+def start_state(ff, n: int, state: str | None, device: str, runs: int = 1):
+    """``runs`` copies of the stored frame ``state`` tiled to n x n with thermal velocities
+    at the bath temperature, or (without ``state``, or for a tiny n) hot starts."""
+    import torch
+
+    from cdwdata import HolsteinParams, dynamics
+
+    params, dtype = HolsteinParams(), torch.float32
+    seeds = list(range(1, runs + 1))
+    if state is not None and n > 8:
+        _, v = dynamics.hot_start(seeds, n, params, device, dtype, T_init=0.1)
+        Q = torch.as_tensor(stored_state(state, n), dtype=dtype, device=device)
+        Q = Q.expand(runs, n, n).contiguous()
+    else:
+        Q, v = dynamics.hot_start(seeds, n, params, device, dtype)
+    return dynamics.init_state(ff, Q, v, seeds)
+
+
+def interleaved(sizes: list[int], model: str, device: str, repeat: int,
+                states: list[str] | None, warmup: int = 20, budget_s: float = 0.25) -> dict:
+    """Per-site cost of whole steps at every L of ``sizes`` in this one process, in
+    interleaved blocks (one block of each L per round, about ``budget_s`` each, at least one
+    step), after ``warmup`` steps at each L. The machine's drift then affects every L alike:
+    ``ratio`` is the median over rounds of a block's per-site cost over the same round's at
+    the largest L."""
+    import torch
+
+    from cdwdata import HolsteinParams, dynamics, ml
+
+    params = HolsteinParams()
+    runs = {}
+    with torch.no_grad():
+        for L in sizes:
+            ff = ml.load_model(model, params=params, device=device, dtype=torch.float32)
+            st = start_state(ff, L, state_for_size(states, L) if states else None, device)
+            xi = torch.empty_like(st.Q)
+            t0 = time.perf_counter()
+            for _ in range(warmup):
+                st = dynamics.step(st, ff, 0.1, params, inplace=True, noise_buffer=xi)
+            per_step = (time.perf_counter() - t0) / warmup
+            runs[L] = {"ff": ff, "state": st, "xi": xi,
+                       "steps": max(1, round(budget_s / per_step)), "ns": []}
+        for _ in range(repeat):
+            for L in sizes:
+                r = runs[L]
+
+                def block(r=r):
+                    for _ in range(r["steps"]):
+                        r["state"] = dynamics.step(r["state"], r["ff"], 0.1, params,
+                                                   inplace=True, noise_buffer=r["xi"])
+                r["ns"].append(1e9 * _timed(block, device) / (r["steps"] * L * L))
+    ref = runs[max(sizes)]["ns"]
+    rows = [{"L": L, "steps_per_block": runs[L]["steps"],
+             "step_per_site_ns_median": statistics.median(runs[L]["ns"]),
+             "step_per_site_ns_min": min(runs[L]["ns"]),
+             "ratio_to_largest": statistics.median(
+                 a / b for a, b in zip(runs[L]["ns"], ref, strict=True)),
+             "blocks_ns": runs[L]["ns"]} for L in sizes]
+    return {"rows": rows, "rounds": repeat, "warmup_steps": warmup}
+
+
 def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
             state: str | None = None, runs: int = 1) -> dict:
     """All measurements for one L in this process; from the hot start, or from a stored
     frame (``state``, see :func:`stored_state`) with thermal velocities; ``runs`` runs
-    batched in one tensor (as ``cdw quench --runs-per-task``), costs per site of all runs."""
+    batched in one tensor (the GPU's way; a CPU quench evaluates the force run by run),
+    costs per site of all runs."""
     import torch
 
     from cdwdata import HolsteinParams, dynamics, ml, store
@@ -131,18 +195,10 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
 
     params = HolsteinParams()
     ff = ml.load_model(model, params=params, device=device, dtype=torch.float32)
-    dtype = torch.float32
     mlp = _paper_mlp(device)
 
     def state_for(n: int, r: int = 1):
-        seeds = list(range(1, r + 1))
-        if state is not None and n > 8:  # thermal velocities at the bath temperature
-            _, v = dynamics.hot_start(seeds, n, params, device, dtype, T_init=0.1)
-            Q = torch.as_tensor(stored_state(state, n), dtype=dtype, device=device)
-            Q = Q.expand(r, n, n).contiguous()
-        else:
-            Q, v = dynamics.hot_start(seeds, n, params, device, dtype)
-        return dynamics.init_state(ff, Q, v, seeds)
+        return start_state(ff, n, state, device, r)
 
     with torch.no_grad():  # warm-up on a tiny lattice: baseline memory of the process
         s = state_for(8)
@@ -157,7 +213,8 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
     G = torch.randn(N, 45, device=device, dtype=torch.float32)
     with torch.no_grad():
         state = state_for(L, runs)
-        state = dynamics.step(state, ff, 0.1, params)  # warm-up at this size
+        xi = torch.empty_like(state.Q)  # as the quench loop: Q, v and the noise in place
+        state = dynamics.step(state, ff, 0.1, params, inplace=True, noise_buffer=xi)  # warm-up
         mlp(G)
         t_step, t_force, t_floor = [], [], []
         for _ in range(repeat):
@@ -166,7 +223,8 @@ def measure(L: int, model: str, device: str, repeat: int, steps: int | None,
             def run_steps():
                 nonlocal state
                 for _ in range(n_steps):
-                    state = dynamics.step(state, ff, 0.1, params)
+                    state = dynamics.step(state, ff, 0.1, params, inplace=True,
+                                          noise_buffer=xi)
             t_step.append(_timed(run_steps, device) / n_steps)
             t_force.append(_timed(lambda: [ff.evaluate(state.Q) for _ in range(n_steps)],
                                   device) / n_steps)
@@ -238,6 +296,10 @@ def main() -> None:
                          "costs are per site of all runs (default 1)")
     ap.add_argument("--out", default=None,
                     help="JSON to write (default benchmarks/results/scaling-<device>.json)")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="every L in this one process, in interleaved blocks of whole steps "
+                         "(--repeat rounds): the flatness of the per-site cost, robust to a "
+                         "machine whose speed drifts; no floor, write or memory columns")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
@@ -250,6 +312,23 @@ def main() -> None:
                        else [40, 100, 200, 400])
     from cdwdata import ml
 
+    if args.interleaved:
+        torch.set_num_threads(args.threads)
+        res = interleaved(sizes, args.model or "holstein-f0.5", args.device, args.repeat,
+                          args.state)
+        res.update({"device": args.device, "torch": torch.__version__,
+                    "threads": args.threads, "model": args.model or "holstein-f0.5",
+                    "state": " ".join(args.state) if args.state else "hot start"})
+        print(f"| L | steps per block | step (ns/site), median | min | ratio to L = "
+              f"{max(sizes)} |\n| --- | --- | --- | --- | --- |")
+        for r in res["rows"]:
+            print(f"| {r['L']} | {r['steps_per_block']} | {r['step_per_site_ns_median']:.0f} | "
+                  f"{r['step_per_site_ns_min']:.0f} | {r['ratio_to_largest']:.2f} |")
+        out = Path(args.out) if args.out else RESULTS / "scaling-interleaved.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"\nwrote {out}")
+        return
     tmp = tempfile.TemporaryDirectory()
     model = args.model
     standin = False

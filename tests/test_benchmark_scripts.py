@@ -162,3 +162,16 @@ def test_compile_benchmark_measures_the_eager_parts():
     assert set(row["times"]) == {"descriptor_workspace", "descriptor_eager",
                                  "fermi_eager_chunked"}
     assert all(v["median_ms"] > 0 for v in row["times"].values())
+
+
+def test_scaling_benchmark_interleaves_sizes_in_one_process():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scaling import interleaved
+
+    res = interleaved([8, 12], "holstein-gc-v12", "cpu", repeat=2, states=None, warmup=1,
+                      budget_s=0.01)
+    rows = {r["L"]: r for r in res["rows"]}
+    assert rows[12]["ratio_to_largest"] == 1.0
+    for r in rows.values():
+        assert len(r["blocks_ns"]) == 2 and r["steps_per_block"] >= 1
+        assert 0 < r["step_per_site_ns_min"] <= r["step_per_site_ns_median"]
