@@ -1,5 +1,7 @@
-"""One prepared accelerator check: ML-Langevin throughput, batched ED, and (time permitting) the
-paper-scale quench ensembles, written as JSON (and npz summaries) to ``--out``.
+"""One prepared accelerator check: ML-Langevin throughput from hot starts, batched ED, eager
+against torch.compile for the descriptor and the Fermi sum, (time permitting) the paper-scale
+quench ensembles, and then the throughput again from the last frames of the first ensemble
+(late in a quench, tiled to each size), written as JSON (and npz summaries) to ``--out``.
 
 Runs on CPU with tiny sizes too (``--smoke``), which the test suite does, so the script cannot
 rot while no GPU is at hand. Needs only torch, numpy, scipy and safetensors (no zarr or Dask):
@@ -31,15 +33,21 @@ def sync(device) -> None:
 
 
 def langevin_throughput(model: str, L: int, runs: int, steps: int, device, precision: str,
-                        f: float = 0.5, T: float = 0.1) -> dict:
-    """Site-steps per second of batched ML-Langevin steps (hot start, then ``steps`` timed)."""
+                        f: float = 0.5, T: float = 0.1, start=None) -> dict:
+    """Site-steps per second of batched ML-Langevin steps (a hot start, or ``start``: late
+    configurations (R, l, l) tiled to L x L with thermal velocities; then ``steps`` timed)."""
     from cdwdata import HolsteinParams, dynamics, noise
     from cdwdata.ml import load_model
 
     p = HolsteinParams()
     ff = load_model(model, f=f, T=T, device=device, precision=precision)
     keys = [noise.run_key(7, T, f, r) for r in range(runs)]
-    Q, v = dynamics.hot_start(keys, L, p, device, torch.float32)
+    Q, v = dynamics.hot_start(keys, L, p, device, torch.float32,
+                              **({} if start is None else {"T_init": T}))
+    if start is not None:
+        reps = -(-L // start.shape[-1])
+        tiled = start.to(device=device, dtype=torch.float32).repeat(1, reps, reps)[:, :L, :L]
+        Q = tiled[torch.arange(runs, device=device) % tiled.shape[0]].contiguous()
     with torch.no_grad():
         state = dynamics.init_state(ff, Q, v, keys)
         for _ in range(3):  # warm-up (and leave the hot start behind)
@@ -53,6 +61,8 @@ def langevin_throughput(model: str, L: int, runs: int, steps: int, device, preci
     total = state.n.double().sum((-2, -1))
     drift = float((total - f * L * L).abs().max() / (f * L * L))
     return {"L": L, "runs": runs, "steps": steps, "precision": precision,
+            "start": "hot start" if start is None else f"late frames ({start.shape[-1]}^2, "
+                                                         "tiled)",
             "seconds": dt, "site_steps_per_s": runs * L * L * steps / dt,
             "filling_rel_error": drift, "mu_evaluations_last_step": ff.last_iterations}
 
@@ -88,8 +98,10 @@ def compile_parts(L: int, device, compile_: bool = True) -> dict:
 
 
 def paper_ensembles(model: str, L: int, runs: int, steps: int, every: int, cells, device,
-                    precision: str, out: Path, deadline: float) -> list[dict]:
-    """Quench ensembles from hot starts; per saved step: L(t), <|phi|>, S(q,t) (run mean)."""
+                    precision: str, out: Path, deadline: float, finals: dict | None = None
+                    ) -> list[dict]:
+    """Quench ensembles from hot starts; per saved step: L(t), <|phi|>, S(q,t) (run mean).
+    ``finals``: receives the last configurations of every completed cell, by (T, f)."""
     from cdwdata import HolsteinParams, dynamics, noise
     from cdwdata.ml import load_model
 
@@ -133,6 +145,8 @@ def paper_ensembles(model: str, L: int, runs: int, steps: int, every: int, cells
         done.append({"T": T, "f": f, "L": L, "runs": runs, "steps_done": int(s),
                      "wall_s": wall, "site_steps_per_s": runs * L * L * s / max(wall, 1e-9),
                      "file": f"{name}.npz"})
+        if finals is not None and s == steps:
+            finals[(T, f)] = state.Q.detach().clone()
     return done
 
 
@@ -180,13 +194,25 @@ def main() -> None:
         print(json.dumps(report["compile"][-1]), flush=True)
         save()
     cells = [(0.1, 0.5), (0.2, 0.5), (0.3, 0.5), (0.1, 0.4), (0.1, 0.3)]
+    finals: dict = {}
+    late = 60 if args.smoke else 45  # seconds kept for the late-quench rows
     if args.smoke:
         report["paper"] = paper_ensembles(args.model, 16, 2, 10, 5, cells[:2], device,
-                                          "float32", out, deadline)
+                                          "float32", out, deadline - late, finals)
     else:
         report["paper"] = paper_ensembles(args.model, 200, 16, 20000, 100, cells, device,
-                                          "float32", out, deadline)
+                                          "float32", out, deadline - late, finals)
     save()
+    if (0.1, 0.5) in finals:  # late in a quench: the last frames of the first cell, tiled
+        size = finals[(0.1, 0.5)].shape[-1]
+        for L, runs, steps in sizes:
+            if L % size:  # tiled without a seam only
+                continue
+            row = langevin_throughput(args.model, L, runs, steps, device, "float32",
+                                      start=finals[(0.1, 0.5)])
+            print(json.dumps(row), flush=True)
+            report["langevin"].append(row)
+            save()
     print(f"wrote {name}", flush=True)
 
 

@@ -18,6 +18,7 @@ def test_gpu_check_smoke_runs_on_cpu_and_writes_its_report(tmp_path):
                     "--out", str(tmp_path)], check=True, timeout=600, cwd=ROOT)
     rep = json.loads((tmp_path / "gpu-check.json").read_text())
     assert {r["precision"] for r in rep["langevin"]} == {"float32", "bf16"}
+    assert [r["start"] for r in rep["langevin"]][-1].startswith("late frames")
     for row in rep["langevin"]:
         assert row["site_steps_per_s"] > 0 and row["filling_rel_error"] < 1e-6
     assert rep["ed"][0]["seconds_per_config"] > 0
