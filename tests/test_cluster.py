@@ -231,3 +231,27 @@ def test_cluster_levels_on_cuda_match_the_cpu(rng):
     n = (w * torch.sigmoid((mu - e) / T)).sum(-1)
     nc = (wc * torch.sigmoid((mu - ec) / T)).sum(-1).cpu()
     np.testing.assert_allclose(nc.numpy(), n.numpy(), atol=1e-10)
+
+
+def test_a_batch_without_chunks_gives_each_runs_own_forces(rng):
+    """The GPU's way on the CPU: a batch of runs in one tensor and an unchunked plan (one
+    network call, one selection and eigh, one Fermi sum of the active sites for all runs)
+    against each run evaluated alone, through the warm solve of the shipped refined model."""
+    Q = torch.as_tensor(rng.normal(0.0, 1.5, (3, 24, 24)), dtype=torch.float64)
+    alone = load_model("holstein-gc-v12", f=0.45, dtype=torch.float64)
+    F1, n1, mu1 = zip(*(alone.evaluate_with_mu(Q[b:b + 1]) for b in range(3)), strict=True)
+    batch = load_model("holstein-gc-v12", f=0.45, dtype=torch.float64)
+    batch.plan().chunk = None
+    F, n, mu = batch.evaluate_with_mu(Q)
+    np.testing.assert_allclose(mu.numpy(), torch.cat(mu1).numpy(), atol=1e-9)
+    np.testing.assert_allclose(n.numpy(), torch.cat(n1).numpy(), atol=1e-9)
+    np.testing.assert_allclose(F.numpy(), torch.cat(F1).numpy(), atol=1e-9)
+    # warm, from hints a little off each run's mu: the Newton iterations and the refinement
+    hint = mu + torch.tensor([0.01, -0.02, 0.005], dtype=torch.float64)
+    Fw, nw, muw = batch.evaluate_with_mu(Q, mu_hint=hint)
+    assert batch.last_solve == "warm" and batch.plan().cluster.last_count > 0
+    for b in range(3):
+        Fb, nb, mub = alone.evaluate_with_mu(Q[b:b + 1], mu_hint=hint[b:b + 1])
+        np.testing.assert_allclose(nw[b].numpy(), nb[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(Fw[b].numpy(), Fb[0].numpy(), atol=1e-6)
+        assert abs(float(muw[b]) - float(mub[0])) < 1e-6
