@@ -329,30 +329,51 @@ class GrandCanonicalForceField(MLForceField):
         # arithmetic as float64 tensors, without a tensor call each), fetched together (one
         # device-to-host copy each time on a GPU)
         goal, mu_start = torch.stack([target, mu0.to(target.device)]).tolist()
-        mu = mu_start
+        mu = list(mu_start)
         curvature = 0.05 / self.T ** 2
+        # each configuration of a batch stops iterating once its own estimate is good, so
+        # its result does not depend on how many iterations its batch mates need
+        pending, out, mu_out = list(range(len(goal))), None, list(mu_start)
         for k in range(NEWTON_STEPS + 1):
             slope, count = torch.stack([dn.sum((-2, -1), dtype=torch.float64),
                                         n.sum((-2, -1), dtype=torch.float64)]).tolist()
-            if not all(s > 0 for s in slope):
-                return None
-            dmu = [(t - c) / s for t, c, s in zip(goal, count, slope, strict=True)]
-            if not all(math.isfinite(d) for d in dmu):
-                return None
+            dmu = {}
+            for b in pending:
+                if not slope[b] > 0:
+                    return None
+                dmu[b] = (goal[b] - count[b]) / slope[b]
+                if not math.isfinite(dmu[b]):
+                    return None
             # error of the linear finish ~ n'' dmu^2 / 2, with |n''| <= 0.1 / T^2
-            if all(curvature * (d * d) <= LINEAR_TOL for d in dmu):
-                shift = torch.tensor(dmu, dtype=n.dtype, device=n.device)
-                out = torch.addcmul(n, dn, shift[:, None, None]).clamp_(0.0, 1.0)
-                mu_out = torch.tensor([m + d for m, d in zip(mu, dmu, strict=True)],
-                                      dtype=torch.float64, device=target.device)
+            ready = [b for b in pending if curvature * (dmu[b] * dmu[b]) <= LINEAR_TOL]
+            if ready:
+                shift = torch.tensor([dmu[b] for b in ready], dtype=n.dtype, device=n.device)
+                if out is None and len(ready) == len(goal):  # all at once: the whole batch
+                    out = torch.addcmul(n, dn, shift[:, None, None]).clamp_(0.0, 1.0)
+                else:
+                    out = torch.empty_like(n0) if out is None else out
+                    rows = torch.tensor(ready, device=n.device)
+                    out[rows] = torch.addcmul(n[rows], dn[rows],
+                                              shift[:, None, None]).clamp_(0.0, 1.0)
+                for b in ready:
+                    mu_out[b] = mu[b] + dmu[b]
+                pending = [b for b in pending if b not in ready]
+            if not pending:
+                mu_out = torch.tensor(mu_out, dtype=torch.float64, device=target.device)
                 return out, mu_out, out.sum((-2, -1), dtype=torch.float64) - target
             if k == NEWTON_STEPS:
                 return None
-            mu = [m + min(max(d, -self.T), self.T) for m, d in zip(mu, dmu, strict=True)]
-            if any(abs(m - m0) > self.T for m, m0 in zip(mu, mu_start, strict=True)):
-                return None
-            if active is None:  # flat (configuration, site) indices
-                active = torch.nonzero((dn0.abs() > ACTIVE_SLOPE).reshape(-1)).reshape(-1)
+            for b in pending:
+                mu[b] = mu[b] + min(max(dmu[b], -self.T), self.T)
+                if abs(mu[b] - mu_start[b]) > self.T:
+                    return None
+            if active is None:  # flat (configuration, site) indices of the iterating ones
+                steep = dn0.abs() > ACTIVE_SLOPE
+                if len(pending) < len(goal):
+                    keep = torch.zeros(len(goal), dtype=torch.bool, device=steep.device)
+                    keep[pending] = True
+                    steep &= keep.view(-1, *([1] * (steep.ndim - 1)))
+                active = torch.nonzero(steep.reshape(-1)).reshape(-1)
             n, dn = plan.density_near(torch.tensor(mu, dtype=torch.float64), mu0, n0, dn0,
                                       active)
 
