@@ -347,9 +347,9 @@ def _advance(state, ff, T: float, params: HolsteinParams, runs: Sequence[int], n
 class RunByRun:
     """A force field evaluated one run at a time (the leading axis of ``Q``).
 
-    Batched evaluation may round differently with the batch size (a filling solve that
-    iterates until every configuration of the batch has converged, GEMM blocking that depends
-    on the row count), so a run's bits would depend on which runs it was batched with.
+    Batched evaluation may round differently with the batch size (the cold filling solve
+    iterates until every configuration of the batch has converged; GEMM blocking depends on
+    the row count), so a run's bits would depend on which runs it was batched with.
     Evaluated run by run, every run is a pure function of its own key: resumed, regrouped and
     added runs equal fresh ones bit for bit.
     """
