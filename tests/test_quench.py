@@ -268,3 +268,23 @@ def test_bad_configs_are_rejected():
         _config(device="tpu")
     with pytest.raises(ParameterError, match="distinct"):
         _config(temperatures=(0.1, 0.1))
+
+
+def test_batched_ml_forces_resume_bit_identical_with_the_same_grouping(tmp_path):
+    """The GPU's default (one force call for the batch, ``batch_forces``), run on the CPU
+    with the shipped refined level model: an interrupted batch restarts together from its
+    checkpoints (mu included) and ends equal to an uninterrupted one."""
+    config = _config(L=12, runs=2, steps=30, save_every=10, forcefield="holstein-gc-v12",
+                     fillings=(0.45,), compute_dtype="float32")
+    ref_path = tmp_path / "ref.zarr"
+    prepare_store(ref_path, config)
+    run_segment(ref_path, config, 0, 0, batch_forces=True)
+    path = tmp_path / "killed.zarr"
+    prepare_store(path, config)
+    with pytest.raises(_Kill):
+        run_segment(path, config, 0, 0, batch_forces=True, on_frame=_kill_at(2))
+    prepare_store(path, config, resume=True)
+    run_segment(path, config, 0, 0, batch_forces=True)
+    assert_same(frames(path), frames(ref_path))
+    n = store.open_dataset(path)[schema.N].isel(T=0, f=0)
+    np.testing.assert_allclose(n.mean(("x", "y")).values, 0.45, atol=1e-5)
