@@ -12,7 +12,8 @@ Parts, at one lattice size in this process:
   compiled; the workspace path of the force field (:func:`~cdwdata.descriptor._features_into`,
   which also applies the frame) for reference;
 * ``fermi``: ``n`` and ``dn/dmu`` of every site's levels at the solved mu, the level plan's
-  chunked eager sum against one compiled function of the whole (sites, levels) arrays.
+  chunked eager sum against one compiled function of the whole (sites, levels) arrays;
+* on a GPU also the descriptor compiled with ``mode="reduce-overhead"`` (CUDA graphs).
 
 Timings are medians (and minima) of ``--blocks`` interleaved blocks of 5 calls. The JSON also
 records whether the compiled descriptor gives the same bits and the largest difference of the
@@ -109,6 +110,14 @@ def measure(L: int, blocks: int = 15, state: str | None = None, compile_: bool =
             out["fermi_compiled_max_abs_diff_n"] = float((n_c - n_eager).abs().max())
             fns["descriptor_compiled"] = lambda: parts_c(Q)
             fns["fermi_compiled"] = lambda: fermi_c(e, w, mu, inv_T)
+            if device.startswith("cuda"):  # CUDA graphs on top: one launch per call
+                try:
+                    parts_g = torch.compile(parts, mode="reduce-overhead", dynamic=False)
+                    for _ in range(3):  # warm-up, then recorded
+                        parts_g(Q)
+                    fns["descriptor_compiled_cudagraphs"] = lambda: parts_g(Q)
+                except Exception as err:  # noqa: BLE001 - reported with the other numbers
+                    out["cudagraphs_error"] = f"{type(err).__name__}: {err}"[:2000]
         out["times"] = _blocks(fns, blocks, device)
     return out
 
