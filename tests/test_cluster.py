@@ -256,3 +256,32 @@ def test_a_batch_without_chunks_gives_each_runs_own_forces(rng):
         np.testing.assert_allclose(nw[b].numpy(), nb[0].numpy(), atol=1e-9)
         np.testing.assert_allclose(Fw[b].numpy(), Fb[0].numpy(), atol=1e-9)
         assert abs(float(muw[b]) - float(mub[0])) < 1e-9
+
+
+def test_batched_eigh_over_threads_equals_one_thread_and_raises_a_threads_error(
+        monkeypatch):
+    from cdwdata.ml import cluster
+
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(3 * cluster.EIGH_PER_THREAD + 7, 9, 9, generator=g, dtype=torch.float64)
+    A = A + A.transpose(1, 2)
+    e1, V1 = torch.linalg.eigh(A)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        e2, V2 = cluster.batched_eigh(A)
+        np.testing.assert_allclose(e2.numpy(), e1.numpy(), rtol=0, atol=1e-12)
+        # eigenvectors up to sign: the site weights |V|^2 are what the model uses
+        np.testing.assert_allclose(V2.square().numpy(), V1.square().numpy(), atol=1e-12)
+        plain = torch.linalg.eigh
+
+        def failing(H):  # the last part, solved in another thread, fails
+            if H.shape[0] < A.shape[0] and bool((H[-1] == A[-1]).all()):
+                raise torch.linalg.LinAlgError("from a worker")
+            return plain(H)
+
+        monkeypatch.setattr(torch.linalg, "eigh", failing)
+        with pytest.raises(torch.linalg.LinAlgError, match="from a worker"):
+            cluster.batched_eigh(A)
+    finally:
+        torch.set_num_threads(threads)

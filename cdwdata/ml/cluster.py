@@ -41,6 +41,44 @@ from cdwdata.errors import ModelError
 
 #: Rows per chunk of the site selection (a (chunk, K) block stays in cache).
 SELECT_CHUNK = 2048
+#: Clusters per thread below which a CPU diagonalisation stays on one thread.
+EIGH_PER_THREAD = 128
+
+
+def batched_eigh(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` of a batch of small symmetric matrices (n, M, M). torch's CPU
+    eigh solves a batch one matrix after another on one core; here, with several intra-op
+    threads (``torch.get_num_threads()``, e.g. 2 in a single process on 2 cores; 1 in a Dask
+    worker), a large batch is split and its parts solved at once, one in this thread and
+    the others in short-lived threads (a kept pool's threads were measured to slow every
+    later step of the process 2x). Each matrix goes through the same LAPACK call either way;
+    the bits equal the one-thread path's with 2 threads on 2 cores, while with more threads
+    than cores MKL was measured to round some matrices differently (~1e-15)."""
+    k = min(torch.get_num_threads(), H.shape[0] // EIGH_PER_THREAD)
+    if H.device.type != "cpu" or k < 2:
+        return torch.linalg.eigh(H)
+    import threading
+
+    parts = H.chunk(k)
+    out: list = [None] * k
+
+    def solve(i: int) -> None:
+        try:
+            out[i] = torch.linalg.eigh(parts[i])
+        except BaseException as err:  # noqa: BLE001 - raised again in the calling thread
+            out[i] = err
+
+    threads = [threading.Thread(target=solve, args=(i,), name=f"cdw-eigh-{i}")
+               for i in range(1, k)]
+    for t in threads:
+        t.start()
+    solve(0)
+    for t in threads:
+        t.join()
+    for o in out:
+        if isinstance(o, BaseException):
+            raise o
+    return torch.cat([e for e, _ in out]), torch.cat([v for _, v in out])
 
 
 @dataclass(frozen=True)
@@ -143,7 +181,7 @@ class ClusterLevels:
         site's weight in each (they sum to 1)."""
         H = self.H0.expand(G.shape[0], self.M, self.M).clone()
         H.diagonal(dim1=1, dim2=2).copy_(G.to(self.R.dtype) @ self.R)
-        e, V = torch.linalg.eigh(H)
+        e, V = batched_eigh(H)
         return V[:, self.centre, :].square(), e
 
     @property
