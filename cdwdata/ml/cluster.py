@@ -215,13 +215,13 @@ class ClusterLevels:
         return torch.nonzero(near[:n] > self.spec.weight).reshape(-1)
 
     def refine(self, G: torch.Tensor, w: torch.Tensor, e: torch.Tensor, mu,
-               candidates: torch.Tensor | list[torch.Tensor] | None = None) -> int:
+               candidates: torch.Tensor | None = None) -> int:
         """Overwrite, in place, the levels ``e`` and weights ``w`` (B, S, K) of the selected
         sites of every configuration with their cluster's (padded with empty levels);
         ``G`` (B, S, 45) are the features, ``mu`` one reference per configuration;
         ``candidates``: the rows that can be selected (those with a slope above
-        :attr:`slope_bound` at ``mu``) as flat (configuration, site) indices or one tensor
-        per configuration, else every row. All configurations are selected and diagonalised
+        :attr:`slope_bound` at ``mu``) as flat (configuration, site) indices, else every
+        row. All configurations are selected and diagonalised
         together (one selection, one batched eigh). Returns the number of sites refined
         (their rows: :attr:`last_flat`, :attr:`last_rows`)."""
         B, S, K = w.shape
@@ -232,10 +232,6 @@ class ClusterLevels:
         if candidates is None:
             rows = self.select(wf, ef, mu.repeat_interleave(S))
         else:
-            if not isinstance(candidates, torch.Tensor):
-                candidates = torch.cat([c.to(e.device) + b * S
-                                        for b, c in enumerate(candidates)]) if B else \
-                    torch.zeros(0, dtype=torch.long, device=e.device)
             rows = candidates[self.select(wf[candidates], ef[candidates],
                                           mu[torch.div(candidates, S, rounding_mode="floor")])]
         self.last_flat, self._sites, self._configurations = rows, S, B

@@ -466,9 +466,9 @@ class LevelPlan:
     def _fermi_rows(self, e: torch.Tensor, w: torch.Tensor, mu: torch.Tensor,
                     n: torch.Tensor, dn: torch.Tensor) -> None:
         """``n`` and ``dn/dmu`` (S,) of the levels ``e`` with weights ``w`` (S, K) at ``mu``
-        (a 0-d tensor, or one per row: (S, 1)), in chunks of sites with kept scratch buffers (the (sites, K)
-        temporaries of a plain sum would leave the cache: 4x slower at 200x200 with 64
-        levels)."""
+        (a 0-d tensor, or one per row: (S, 1)), in chunks of sites with kept scratch buffers
+        (the (sites, K) temporaries of a plain sum would leave the cache: 4x slower at
+        200x200 with 64 levels)."""
         S, K = e.shape
         C = min(self.chunk or S, S)
         if self._fermi is None or self._fermi[0].shape[0] < C or self._fermi[0].shape[1] != K:
@@ -480,7 +480,8 @@ class LevelPlan:
             ec, wc = e[i:i + C], w[i:i + C]
             c = ec.shape[0]
             s_, t_ = z[:c], t[:c]
-            torch.sub(mu if mu.ndim == 0 else mu[i:i + C], ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
+            mc = mu if mu.ndim == 0 else mu[i:i + C]
+            torch.sub(mc, ec, out=s_).mul_(inv_T).sigmoid_()  # occupations
             torch.mul(wc, s_, out=t_)
             torch.sum(t_, -1, out=n[i:i + C])
             t_.mul_(s_.neg_().add_(1.0))  # w s (1 - s)
