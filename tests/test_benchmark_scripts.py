@@ -176,3 +176,28 @@ def test_scaling_benchmark_interleaves_sizes_in_one_process():
     for r in rows.values():
         assert len(r["blocks_ns"]) == 2 and r["steps_per_block"] >= 1
         assert 0 < r["step_per_site_ns_min"] <= r["step_per_site_ns_median"]
+
+
+def test_quench_cost_times_the_quench_that_cdw_quench_runs(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quench_cost import measure
+
+    from cdwdata import store
+    from cdwdata.quench import QuenchConfig, run_quench
+
+    rep, state = measure("holstein-gc-v12", 8, 120, seed=5, bare_every=50, bare_repeat=1,
+                         windows=(0.0, 5.0, 20.0), return_state=True)
+    assert [r["t"] for r in rep["windows"]] == [[0.0, 5.0], [5.0, 20.0]]
+    assert [r["steps"] for r in rep["windows"]] == [100, 20]
+    assert rep["whole_quench"]["steps"] == 120
+    for row in [*rep["windows"], rep["whole_quench"]]:
+        assert row["cost_ratio"] > 0 and 0.0 <= row["refined_share"] <= 1.0
+        assert row["force_mean_s"] < row["step_mean_s"]
+    # the timed run is the quench itself: same seed, same bits as `cdw quench`
+    path = tmp_path / "q.zarr"
+    run_quench(QuenchConfig(L=8, temperatures=(0.1,), fillings=(0.5,), runs=1, steps=120,
+                            save_every=120, seed=5, forcefield="holstein-gc-v12",
+                            compute_dtype="float32", frame_vars=("Q",)), path,
+               progress=False)
+    Q = store.open_dataset(path)["Q"].isel(T=0, f=0, run=0).sel(step=120).values
+    np.testing.assert_array_equal(state.Q[0].numpy(), Q)
