@@ -6,14 +6,20 @@ ratios hold up better than the absolute times. Measured per model:
 * ``cold``: ``forces(Q)`` with the mu solve started from the card's value (a single call);
 * ``warm``: ``evaluate_with_mu(Q', mu_hint=mu(Q))`` on a configuration one Langevin step
   away (``Q' = Q + 0.01 xi``): what every step of a quench costs;
-* the descriptor alone, and the number of network evaluations of each mu solve.
+* the descriptor alone, and the number of network evaluations of each mu solve;
+* for a level model, the parts of the warm call: the descriptor into the plan's workspace,
+  the network (``bind``), the refined density and slope at the hint (the cluster selection,
+  the clusters' diagonalisation and the Fermi sums), and the rest (Newton steps, forces).
 
-The configuration is a coarsening-like state: +/- checkerboard domains of random shape with
-walls, plus noise.
+The configuration is a coarsening-like state (+/- checkerboard domains of random shape with
+walls, plus noise) or, with ``--state STORE[:STEP]``, a stored frame tiled to L x L
+(``bench_scaling.stored_state``).
 
 Usage::
 
     python benchmarks/bench_force_cost.py --model data/models/gc-v1 --L 200 --threads 2
+    python benchmarks/bench_force_cost.py --model holstein-gc-v12 --precision float32 \
+        --state runs/paper/quench/T-scan.zarr:20000 --threads 2
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +56,31 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def warm_parts(ff, Q2t: torch.Tensor, mu, repeat: int, t_warm: float) -> dict:
+    """Times of the parts of a level model's warm force call (seconds): descriptor, network,
+    refined density and slope at the hint, each the difference of two cumulative stages
+    timed best of ``repeat`` (the refinement overwrites the levels it refines, so it is
+    timed after a fresh ``bind``); ``rest`` is the warm call's time less those."""
+    plan = ff.plan()
+    mu0 = torch.as_tensor(mu, dtype=torch.float64).reshape(-1)
+
+    def stage(k: int):
+        def run():
+            with torch.no_grad():
+                G = ff.model.features(Q2t, plan.feature_buffer(Q2t.shape))
+                if k > 1:
+                    plan.bind(G)
+                if k > 2:
+                    plan.refined_density_and_slope(mu0)
+        return run
+
+    t = [best_of(stage(k), repeat) for k in (1, 2, 3)]
+    parts = {"descriptor": t[0], "network": max(t[1] - t[0], 0.0),
+             "refined_density_and_slope": max(t[2] - t[1], 0.0)}
+    parts["rest"] = max(t_warm - t[2], 0.0)
+    return parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="+", required=True, help="model names or paths")
@@ -58,6 +90,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--precision", nargs="+", default=["float32", "bf16"])
+    ap.add_argument("--state", default=None, metavar="STORE[:STEP]",
+                    help="time on this stored frame (run 0, first T and f), tiled to L")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "force-cost.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +101,13 @@ def main() -> None:
     N = args.L * args.L
     paper = MLP([45, *HIDDEN, 1]).eval()
     X = torch.randn(N, 45)
-    Q = coarsened_state(args.L)
+    if args.state:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_scaling import stored_state
+
+        Q = stored_state(args.state, args.L)
+    else:
+        Q = coarsened_state(args.L)
     Q2 = Q + 0.01 * np.random.default_rng(1).standard_normal(Q.shape)
 
     def bare():
@@ -107,11 +147,17 @@ def main() -> None:
                "descriptor_s": t_desc, "cold_ratio": t_cold / tb, "warm_ratio": t_warm / tb,
                "cold_evaluations": cold_iter, "warm_evaluations": warm_iter,
                "site_forces_per_s_warm": N / t_warm}
+        if hasattr(ff.plan(), "refined_density_and_slope"):
+            row["warm_parts_s"] = warm_parts(ff, Q2t, mu, args.repeat, t_warm)
         rows.append(row)
         print(f"{name} ({precision}): layers {row['layers']}, bare paper MLP {1e3 * tb:.1f} ms; cold "
               f"{1e3 * t_cold:.1f} ms ({row['cold_ratio']:.2f}x, {cold_iter:.3g} evaluations), "
               f"warm {1e3 * t_warm:.1f} ms ({row['warm_ratio']:.2f}x, {warm_iter:.3g} "
               f"evaluations), descriptor {1e3 * t_desc:.1f} ms", flush=True)
+        if "warm_parts_s" in row:
+            print("  warm call: " + ", ".join(f"{k} {1e3 * v:.1f} ms"
+                                              for k, v in row["warm_parts_s"].items()),
+                  flush=True)
     out = {"benchmark": "ML force cost vs bare float32 paper-MLP forward", "L": args.L,
            "threads": args.threads, "f": args.f, "T": args.T, "rows": rows,
            "torch": torch.__version__, "machine": platform.platform()}

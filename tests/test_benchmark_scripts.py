@@ -201,3 +201,19 @@ def test_quench_cost_times_the_quench_that_cdw_quench_runs(tmp_path):
                progress=False)
     Q = store.open_dataset(path)["Q"].isel(T=0, f=0, run=0).sel(step=120).values
     np.testing.assert_array_equal(state.Q[0].numpy(), Q)
+
+
+def test_force_cost_parts_of_a_warm_level_model_call():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from bench_force_cost import coarsened_state, warm_parts
+
+    from cdwdata.ml import load_model
+
+    ff = load_model("holstein-gc-v12", f=0.5, T=0.1)
+    Q = torch.as_tensor(coarsened_state(16), dtype=torch.float32)[None]
+    _, _, mu = ff.evaluate_with_mu(Q)
+    parts = warm_parts(ff, Q, mu, repeat=1, t_warm=1.0)
+    assert set(parts) == {"descriptor", "network", "refined_density_and_slope", "rest"}
+    assert parts["descriptor"] > 0 and all(v >= 0 for v in parts.values())
+    assert sum(parts.values()) >= 1.0 - 1e-12  # the rest closes the sum
