@@ -273,12 +273,13 @@ def _set_threads() -> None:
 
 @lru_cache(maxsize=8)
 def _cached_forcefield(spec: str, T: float, f: float, params_json: str, device: str,
-                       dtype: str | None = None, precision: str = "float32"):
+                       dtype: str | None = None, precision: str = "float32",
+                       compile: bool = False):
     from cdwdata.params import HolsteinParams
     from cdwdata.quench import make_forcefield
 
     return make_forcefield(spec, T, f, HolsteinParams(**json.loads(params_json)), device, dtype,
-                           precision)
+                           precision, compile)
 
 
 def worker_forcefield(config, it: int, jf: int):
@@ -289,7 +290,7 @@ def worker_forcefield(config, it: int, jf: int):
     return _cached_forcefield(config.forcefield, config.temperatures[it], config.fillings[jf],
                               json.dumps(config.params.to_dict(), sort_keys=True),
                               str(config.device), config.compute_dtype if ml else None,
-                              config.precision)
+                              config.precision, config.compile)
 
 
 def segment_task(path: str, config, it: int, jf: int, runs: list[int]) -> int:
@@ -458,7 +459,7 @@ def run_ensemble(config, path, *, client=None, scheduler: str | None = None,
         for f in config.fillings:
             ff = make_forcefield(config.forcefield, config.temperatures[0], f, config.params,
                                  "cpu", config.compute_dtype if is_ml(config.forcefield) else None,
-                                 config.precision)
+                                 config.precision, config.compile)
             attrs = _jsonable(ff.attrs())
             if attrs.get("grand_canonical"):
                 # its electrons run at each cell's bath temperature, not at the first T's

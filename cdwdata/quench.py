@@ -102,6 +102,10 @@ class QuenchConfig:
     precision : {"float32", "bf16"}
         Hidden-layer precision of a grand-canonical ML model (see
         :func:`cdwdata.ml.load_model`).
+    compile : bool
+        Run a level model's network and whole-lattice Fermi sum as torch.compile'd kernels
+        (:mod:`cdwdata.ml.compiled`; they round differently, so a store is resumed only with
+        the same setting).
     """
 
     L: int
@@ -119,6 +123,7 @@ class QuenchConfig:
     compute_dtype: str = "float64"
     hot_start_T: float = HOT_START_T
     precision: str = "float32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "L", check_size(self.L))
@@ -156,6 +161,11 @@ class QuenchConfig:
             raise ParameterError(f"precision={self.precision!r}: use float32 or bf16")
         if not (self.hot_start_T > 0):
             raise ParameterError(f"hot_start_T={self.hot_start_T} must be > 0")
+        if not isinstance(self.compile, bool):
+            raise ParameterError(f"compile={self.compile!r}: use True or False")
+        if self.compile and not is_ml(self.forcefield):
+            raise ParameterError(f"compile=True is for ML models; forcefield="
+                                 f"{self.forcefield!r}")
 
     def layout(self) -> store.TrajectoryLayout:
         return store.TrajectoryLayout(
@@ -196,6 +206,7 @@ class QuenchConfig:
             "hot_start_T": self.hot_start_T,
             "compute_dtype": self.compute_dtype,
             "precision": self.precision,
+            "compile": self.compile,
             "device": str(self.device),
             "params_json": json.dumps(self.params.to_dict(), sort_keys=True),
             "cdwdata_version": __version__,
@@ -221,7 +232,8 @@ class QuenchConfig:
                 device=attrs.get("device", "cpu"),
                 compute_dtype=attrs.get("compute_dtype", "float64"),
                 hot_start_T=attrs.get("hot_start_T", HOT_START_T),
-                precision=attrs.get("precision", "float32"))
+                precision=attrs.get("precision", "float32"),
+                compile=bool(attrs.get("compile", False)))
         except KeyError as err:
             raise StoreError(f"trajectory store attrs lack {err}; it was not made by "
                              "cdwdata.quench") from None
@@ -231,7 +243,8 @@ class QuenchConfig:
 
 
 def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, device: str = "cpu",
-                    dtype: str | None = None, precision: str = "float32"):
+                    dtype: str | None = None, precision: str = "float32",
+                    compile: bool = False):
     """Build the force field named by ``spec`` for bath temperature T and filling f.
 
     Parameters
@@ -243,6 +256,8 @@ def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, devic
         the filling).
     dtype : {"float32", "float64"}, optional
         Compute dtype requested from ML models.
+    compile : bool
+        ML level models: torch.compile'd kernels (:func:`cdwdata.ml.load_model`).
     """
     spec = resolve_forcefield(spec, f)
     if spec == "ed":
@@ -270,6 +285,8 @@ def make_forcefield(spec: str, T: float, f: float, params: HolsteinParams, devic
         kwargs["precision"] = precision
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
+    if compile:
+        kwargs["compile"] = True
     return ml.load_model(spec, **kwargs)
 
 
@@ -553,7 +570,8 @@ def run_segment(path, config: QuenchConfig, it: int, jf: int, runs: Sequence[int
     keys_all = config.seeds()[it, jf]
     dtype = _torch_dtype(config.compute_dtype)
     ff = forcefield or make_forcefield(config.forcefield, T, f, config.params, config.device,
-                                       config.compute_dtype, config.precision)
+                                       config.compute_dtype, config.precision,
+                                       config.compile)
     if batch_forces is None:
         batch_forces = str(config.device).startswith("cuda")
     if not batch_forces:

@@ -51,8 +51,10 @@ CKPT_GROUP = "checkpoint"
 OLD_CKPT_PREFIX = "ckpt_"
 #: Attributes a resumed run must match exactly (a key missing from an old store is not checked).
 RESUME_KEYS = ("L", "steps", "save_every", "seed", "forcefield", "hot_start_T", "params_json",
-               "precision",
+               "precision", "compile",
                "compute_dtype", "frame_vars", "frame_dtype")
+#: The value of a resume key in a store made before the key existed.
+RESUME_DEFAULTS = {"compile": False}
 
 
 log = logging.getLogger(__name__)
@@ -410,6 +412,7 @@ def check_resumable(path, expected: dict[str, Any], check_runs: bool = True) -> 
     """
     got = read_attrs(path)
     _check_complete_skeleton(path, got)
+    got = {**{k: v for k, v in RESUME_DEFAULTS.items() if k not in got}, **got}
     for key in RESUME_KEYS:
         if key in expected and key in got and json.dumps(got[key]) != json.dumps(expected[key]):
             raise StoreError(

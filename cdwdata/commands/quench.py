@@ -49,6 +49,11 @@ def configure(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="hidden layers of the grand-canonical model in float32 (default) or "
                         "bf16 (the layers that see mu and the output stay float32)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="run a level model's network and Fermi sum as torch.compile'd kernels "
+                        "(each worker compiles once, ~10 s; needs a C++ compiler on a CPU, "
+                        "triton on a GPU; rounds differently, so a store resumes with the "
+                        "setting it was made with)")
     p.add_argument("--device", help="torch device of the hot loop: cpu (default) or cuda "
                    "(one Dask worker per GPU, pinned with CUDA_VISIBLE_DEVICES)")
     p.add_argument("--out", default="runs/quench.zarr", help="output zarr store")
@@ -93,7 +98,7 @@ def build_config(args):
         "steps": args.steps, "save_every": args.save_every, "seed": args.seed,
         "forcefield": args.model, "frame_vars": args.frame_vars,
         "frame_dtype": args.frame_dtype, "compute_dtype": args.dtype, "device": args.device,
-        "precision": args.precision,
+        "precision": args.precision, "compile": args.compile,
     }
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items()
              if v is not None}

@@ -189,7 +189,7 @@ class GrandCanonicalForceField(MLForceField):
 
     def __init__(self, model, card, card_sha256, f: float, T: float, device: Any = None,
                  dtype: Any = torch.float32, path=None, precision: str = "float32",
-                 cluster: Any = None) -> None:
+                 cluster: Any = None, compile: bool = False) -> None:
         super().__init__(model, card, card_sha256, device=device, dtype=dtype, path=path)
         from cdwdata.ml.cluster import ClusterSpec
         from cdwdata.ml.options import check_precision
@@ -208,6 +208,11 @@ class GrandCanonicalForceField(MLForceField):
             raise ModelError(f"model {self.name!r} ({model.kind}) has no levels to refine "
                              f"with a cluster")
         self.cluster = cluster
+        if compile and model.kind != "levels":
+            raise ModelError(f"compile=True is built for level models; {self.name!r} is a "
+                             f"{model.kind!r} model")
+        #: torch.compile'd network and Fermi sum (:mod:`cdwdata.ml.compiled`)
+        self.compile = bool(compile)
 
         self.f = check_filling(f)
         self.T = check_temperature(T)
@@ -254,6 +259,8 @@ class GrandCanonicalForceField(MLForceField):
                 extra["cluster"] = ClusterLevels(self.cluster, self.params.g, self.params.t,
                                                  self.T, dtype=self.dtype,
                                                  device=self._device)
+            if self.compile:
+                extra["compile"] = True
             self._plan = Plan(self.model, self.T, self.precision, self.dtype, self._device,
                               **extra)
         return self._plan
@@ -464,6 +471,8 @@ class GrandCanonicalForceField(MLForceField):
         out = super().attrs()
         out.update({"electron_T": self.T, "grand_canonical": 1,
                     "ml_precision": self.precision})
+        if self.compile:
+            out["ml_compile"] = 1
         if self.cluster is not None:
             out["ml_cluster"] = self.cluster.to_dict()
         return out
@@ -526,7 +535,8 @@ def aliases() -> dict[str, str]:
 def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = None,
                f: float | None = None, device: Any = None,
                dtype: Any = torch.float32, T: float | None = None,
-               precision: str = "float32", cluster: Any = None) -> MLForceField:
+               precision: str = "float32", cluster: Any = None,
+               compile: bool = False) -> MLForceField:
     """Load a shipped or saved ML force field.
 
     Parameters
@@ -555,6 +565,9 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
         Level models: exact open-cluster levels at the sites with a level near mu
         (:mod:`cdwdata.ml.cluster`). None (default) uses the card's ``inference.cluster``
         entry, False turns it off, a dict or :class:`~cdwdata.ml.cluster.ClusterSpec` sets it.
+    compile : bool
+        Level models: run the network and the whole-lattice Fermi sum as torch.compile'd
+        kernels (:mod:`cdwdata.ml.compiled`; rounds differently from the eager default).
 
     Returns
     -------
@@ -572,11 +585,15 @@ def load_model(name_or_path: str | os.PathLike, params: HolsteinParams | None = 
             f_alias if f_alias is not None else float(card["filling"]))
         ff = GrandCanonicalForceField(model, card, card_hash, f=f_use,
                                       T=0.1 if T is None else T, device=device, dtype=dtype,
-                                      path=path, precision=precision, cluster=cluster)
+                                      path=path, precision=precision, cluster=cluster,
+                                      compile=compile)
         if alias is not None:
             ff.name = modelfile.stem(str(name_or_path)).name
             ff.model_file = card["name"]
     else:
+        if compile:
+            raise ModelError(f"compile=True is built for grand-canonical level models; "
+                             f"{name_or_path!r} is a {card['kind']!r} model")
         ff = MLForceField(model, card, card_hash, device=device, dtype=dtype, path=path)
     if params is not None:
         if not isinstance(params, HolsteinParams):

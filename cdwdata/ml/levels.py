@@ -285,7 +285,8 @@ class LevelPlan:
     """
 
     def __init__(self, model: LevelModel, T: float, precision: str = "float32",
-                 dtype: torch.dtype = torch.float32, device="cpu", cluster=None):
+                 dtype: torch.dtype = torch.float32, device="cpu", cluster=None,
+                 compile: bool = False):
         from cdwdata.ml.options import check_precision
 
         check_precision(precision, dtype)
@@ -309,6 +310,13 @@ class LevelPlan:
         if cluster is not None and cluster.M > model.components:
             raise ModelError(f"a {cluster.M}-site cluster needs at least {cluster.M} levels "
                              f"per site; the model has {model.components}")
+        #: torch.compile'd network and whole-lattice Fermi sum
+        #: (:class:`cdwdata.ml.compiled.CompiledLevels`), or None (eager)
+        self.compiled = None
+        if compile:
+            from cdwdata.ml.compiled import CompiledLevels
+
+            self.compiled = CompiledLevels(self)
 
     def _fold(self) -> None:
         """The network as plain matrices. The input normalisation and the removal of the
@@ -354,9 +362,23 @@ class LevelPlan:
         rows = G.reshape(B, -1, F)
         S, K = rows.shape[1], self.model.components
         want = (B, *self.lattice_shape, K)
-        if self.w is None or tuple(self.w.shape) != want or self.w.dtype != G.dtype:
-            self.w = torch.empty(want, dtype=G.dtype, device=G.device)
-            self.e = torch.empty(want, dtype=G.dtype, device=G.device)
+        if self.compiled is not None:  # one fused call for every site of every configuration
+            cw, ce = self.compiled.levels(rows.reshape(B * S, F))
+            self.w, self.e = cw.view(want), ce.view(want)
+        else:
+            self._bind_eager(G, rows, want)
+        self.evaluations += 1
+        self._rows = rows
+        return self
+
+    def _bind_eager(self, G: torch.Tensor, rows: torch.Tensor, want: tuple) -> None:
+        """:meth:`bind` without compiled kernels, into the kept buffers ``w``, ``e``
+        (``rows``: ``G`` as (B, S, F))."""
+        B, S, F = rows.shape
+        K = want[-1]
+        if self.w is None or tuple(self.w.shape) != want or self.w.dtype != rows.dtype:
+            self.w = torch.empty(want, dtype=rows.dtype, device=rows.device)
+            self.e = torch.empty(want, dtype=rows.dtype, device=rows.device)
         w, e = self.w.view(B, S, K), self.e.view(B, S, K)
         low = None  # reduced-precision input, converted once from the workspace's planes
         if self.hidden_dtype != self.dtype and self._G is not None and self._G.holds(G):
@@ -370,9 +392,6 @@ class LevelPlan:
                 for i in range(0, S, C):
                     self._levels(rows[b, i:i + C], w[b, i:i + C], e[b, i:i + C],
                                  None if low is None else low[b, i:i + C])
-        self.evaluations += 1
-        self._rows = rows
-        return self
 
     def refine(self, mu) -> int:
         """Replace the network's levels by the exact open cluster's at the sites the
@@ -501,6 +520,13 @@ class LevelPlan:
         B, K = self.w.shape[0], self.w.shape[-1]
         w, e = self.w.view(B, -1, K), self.e.view(B, -1, K)
         mu = self._mu(mu, B)
+        shape = (B, *self.lattice_shape)
+        if self.compiled is not None:  # one fused sum for every site
+            S = w.shape[1]
+            m = mu[0] if B == 1 else mu.repeat_interleave(S)[:, None]
+            n, dn = self.compiled.fermi(e.reshape(B * S, K), w.reshape(B * S, K), m,
+                                        1.0 / self.T)
+            return n.view(shape), dn.view(shape)
         n = torch.empty(B, w.shape[1], dtype=self.dtype, device=self.device)
         dn = torch.empty_like(n)
         if self.chunk is None and B > 1:  # a GPU: all configurations in one sum
@@ -510,7 +536,6 @@ class LevelPlan:
         else:
             for j in range(B):
                 self._fermi_rows(e[j], w[j], mu[j], n[j], dn[j])
-        shape = (B, *self.lattice_shape)
         return n.view(shape), dn.view(shape)
 
     def density(self, mu: torch.Tensor) -> torch.Tensor:
