@@ -1,7 +1,8 @@
-"""One prepared accelerator check: ML-Langevin throughput from hot starts, batched ED, eager
-against torch.compile for the descriptor and the Fermi sum, (time permitting) the paper-scale
-quench ensembles, and then the throughput again from the last frames of the first ensemble
-(late in a quench, tiled to each size), written as JSON (and npz summaries) to ``--out``.
+"""One prepared accelerator check: ML-Langevin throughput from hot starts (eager, and with the
+model's torch.compile'd kernels), batched ED, eager against torch.compile for the descriptor
+and the Fermi sum, (time permitting) the paper-scale quench ensembles, and then the
+throughput again from the last frames of the first ensemble (late in a quench, tiled to each
+size), written as JSON (and npz summaries) to ``--out``.
 
 Runs on CPU with tiny sizes too (``--smoke``), which the test suite does, so the script cannot
 rot while no GPU is at hand. Needs only torch, numpy, scipy and safetensors (no zarr or Dask):
@@ -33,14 +34,17 @@ def sync(device) -> None:
 
 
 def langevin_throughput(model: str, L: int, runs: int, steps: int, device, precision: str,
-                        f: float = 0.5, T: float = 0.1, start=None) -> dict:
+                        f: float = 0.5, T: float = 0.1, start=None, compile: bool = False
+                        ) -> dict:
     """Site-steps per second of batched ML-Langevin steps (a hot start, or ``start``: late
-    configurations (R, l, l) tiled to L x L with thermal velocities; then ``steps`` timed)."""
+    configurations (R, l, l) tiled to L x L with thermal velocities; then ``steps`` timed);
+    ``compile``: the model's torch.compile'd kernels (compiled in the untimed first call,
+    whose time is ``init_s``)."""
     from cdwdata import HolsteinParams, dynamics, noise
     from cdwdata.ml import load_model
 
     p = HolsteinParams()
-    ff = load_model(model, f=f, T=T, device=device, precision=precision)
+    ff = load_model(model, f=f, T=T, device=device, precision=precision, compile=compile)
     keys = [noise.run_key(7, T, f, r) for r in range(runs)]
     Q, v = dynamics.hot_start(keys, L, p, device, torch.float32,
                               **({} if start is None else {"T_init": T}))
@@ -49,7 +53,10 @@ def langevin_throughput(model: str, L: int, runs: int, steps: int, device, preci
         tiled = start.to(device=device, dtype=torch.float32).repeat(1, reps, reps)[:, :L, :L]
         Q = tiled[torch.arange(runs, device=device) % tiled.shape[0]].contiguous()
     with torch.no_grad():
+        t_init = time.perf_counter()
         state = dynamics.init_state(ff, Q, v, keys)
+        sync(device)
+        t_init = time.perf_counter() - t_init
         for _ in range(3):  # warm-up (and leave the hot start behind)
             state = dynamics.step(state, ff, T, p)
         sync(device)
@@ -60,7 +67,8 @@ def langevin_throughput(model: str, L: int, runs: int, steps: int, device, preci
         dt = time.perf_counter() - t0
     total = state.n.double().sum((-2, -1))
     drift = float((total - f * L * L).abs().max() / (f * L * L))
-    return {"L": L, "runs": runs, "steps": steps, "precision": precision,
+    return {"L": L, "runs": runs, "steps": steps, "precision": precision, "compile": compile,
+            "init_s": t_init,
             "start": "hot start" if start is None else f"late frames ({start.shape[-1]}^2, "
                                                          "tiled)",
             "seconds": dt, "site_steps_per_s": runs * L * L * steps / dt,
@@ -181,6 +189,20 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             report["langevin"].append(row)
             save()
+    # the compiled network and Fermi sum (cdwdata.ml.compiled), at the largest and smallest
+    # size; a failure to compile is reported, not raised
+    for L, runs, steps in [sizes[-1], sizes[0]] if not args.smoke else sizes:
+        if time.perf_counter() > deadline - 240:
+            break
+        try:
+            row = langevin_throughput(args.model, L, runs, steps, device, "float32",
+                                      compile=True)
+        except Exception as err:  # noqa: BLE001 - reported with the other numbers
+            row = {"L": L, "runs": runs, "precision": "float32", "compile": True,
+                   "error": f"{type(err).__name__}: {err}"[:2000]}
+        print(json.dumps(row), flush=True)
+        report["langevin"].append(row)
+        save()
     for batch in ([2] if args.smoke else [64, 256]):
         if time.perf_counter() > deadline:
             break

@@ -65,17 +65,18 @@ def paper_mlp():
 
 def measure(model: str, L: int, steps: int, T: float = 0.1, f: float = 0.5, seed: int = 0,
             bare_every: int = 200, bare_repeat: int = 3, windows=WINDOWS_T,
-            progress: bool = False, return_state: bool = False):
+            progress: bool = False, return_state: bool = False, compile: bool = False):
     """Run one quench of ``steps`` steps at L x L and return the cost report (see the module
     docstring; with ``return_state``, ``(report, final LangevinState)``); ``windows`` are
-    edges in units of time."""
+    edges in units of time; ``compile``: the model's torch.compile'd kernels, compiled
+    before the timed steps)."""
     from cdwdata import dynamics, noise
     from cdwdata.ml import load_model
     from cdwdata.params import HolsteinParams
 
     params = HolsteinParams()
     # float32 state and model: what `cdw quench` runs for an ML model (its default dtype)
-    ff = TimedForceField(load_model(model, f=f, T=T, dtype=torch.float32))
+    ff = TimedForceField(load_model(model, f=f, T=T, dtype=torch.float32, compile=compile))
     N = L * L
     mlp = paper_mlp()
     X = torch.randn(N, 45, generator=torch.Generator().manual_seed(seed))
@@ -141,7 +142,8 @@ def measure(model: str, L: int, steps: int, T: float = 0.1, f: float = 0.5, seed
         rows.append({"t": [lo, hi], **summary(sel, bare_sel)})
     whole = summary(np.ones(steps, bool), np.ones(bare_s.size, bool))
     report = {"benchmark": "force cost over a whole quench", "model": model,
-              "card_sha256": getattr(ff.ff, "card_sha256", None), "L": L, "steps": steps,
+              "card_sha256": getattr(ff.ff, "card_sha256", None), "compile": compile,
+              "L": L, "steps": steps,
               "T": T, "f": f, "seed": seed, "threads": torch.get_num_threads(),
               "cold_first_solve_s": cold_s, "windows": rows, "whole_quench": whole,
               "bare_every": bare_every, "bare_repeat": bare_repeat,
@@ -163,11 +165,13 @@ def main() -> None:
     ap.add_argument("--bare-repeat", type=int, default=3)
     ap.add_argument("--windows", type=float, nargs="+", default=list(WINDOWS_T),
                     help="window edges in units of time")
+    ap.add_argument("--compile", action="store_true",
+                    help="the model's torch.compile'd kernels (cdwdata.ml.compiled)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quench-cost.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rep = measure(args.model, args.L, args.steps, args.T, args.f, args.seed, args.bare_every,
-                  args.bare_repeat, tuple(args.windows), progress=True)
+                  args.bare_repeat, tuple(args.windows), progress=True, compile=args.compile)
     for row in [*rep["windows"], {"t": "all", **rep["whole_quench"]}]:
         print(f"t {row['t']}: {row['steps']} steps, force {1e3 * row['force_mean_s']:.1f} ms, "
               f"cost ratio {row['cost_ratio']:.3f}, refined {100 * row['refined_share']:.2f}%, "
