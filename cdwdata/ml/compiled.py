@@ -7,7 +7,7 @@ around small GEMMs, which fusion shortens:
   layer, the softmax of the weights and the levels ``out - g Q_i``
   (:meth:`cdwdata.ml.levels.LevelPlan._levels` written as one function);
 * the Fermi sum of every site at one mu per configuration: ``n`` and ``dn/dmu``
-  (:meth:`~cdwdata.ml.levels.LevelPlan._fermi_rows` as one function).
+  (:func:`cdwdata.ml.levels.fermi_sum`, which the eager plan computes in cache-sized chunks).
 
 Everything else (the descriptor, the cluster refinement, the Newton steps on the active
 sites) stays eager. The compiled kernels round differently from the eager ones (measured:
@@ -37,15 +37,6 @@ def level_network(G: torch.Tensor, W1: torch.Tensor, b1: torch.Tensor, layers: l
     return torch.softmax(out[:, :K], dim=-1), out[:, K:] - g * G[:, :1].to(Wo.dtype)
 
 
-def fermi_rows(e: torch.Tensor, w: torch.Tensor, mu: torch.Tensor, inv_T: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(n, dn/dmu)`` (n,) of the levels ``e`` with weights ``w`` (n, K) at ``mu`` (0-d,
-    or one per row: (n, 1))."""
-    s = torch.sigmoid((mu - e) * inv_T)
-    t = w * s
-    return t.sum(-1).clamp(0.0, 1.0), (t * (1.0 - s)).sum(-1) * inv_T
-
-
 class CompiledLevels:
     """The two kernels of a :class:`~cdwdata.ml.levels.LevelPlan`, compiled on first use
     (static shapes: one graph per lattice shape and batch)."""
@@ -54,17 +45,22 @@ class CompiledLevels:
         if plan.model.pairs:
             raise ModelError("compile=True is built for plain level models (e.g. "
                              "holstein-gc-v12); this model has pair blocks")
+        from cdwdata.ml.levels import fermi_sum
+
         self.plan = plan
         self._network = torch.compile(level_network, dynamic=False)
-        self._fermi = torch.compile(fermi_rows, dynamic=False)
+        self._fermi = torch.compile(fermi_sum, dynamic=False)
+        self._T = torch.full((1,), plan.T, dtype=plan.dtype, device=plan.device)
 
     def levels(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.plan
         return self._call(self._network, G, p.W1, p.b1, list(p.layers), p.Wo, p.bo, p.g,
                           p.model.components)
 
-    def fermi(self, e, w, mu, inv_T: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._call(self._fermi, e, w, mu, inv_T)
+    def fermi(self, e, w, mu) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, dn/dmu)`` (n,) of levels ``e`` with weights ``w`` (n, K) at ``mu`` (0-d, or
+        one per row: (n, 1)) and the plan's T."""
+        return self._call(self._fermi, w, e, mu, self._T)
 
     @staticmethod
     def _call(fn, *args):

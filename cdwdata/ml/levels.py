@@ -524,8 +524,7 @@ class LevelPlan:
         if self.compiled is not None:  # one fused sum for every site
             S = w.shape[1]
             m = mu[0] if B == 1 else mu.repeat_interleave(S)[:, None]
-            n, dn = self.compiled.fermi(e.reshape(B * S, K), w.reshape(B * S, K), m,
-                                        1.0 / self.T)
+            n, dn = self.compiled.fermi(e.reshape(B * S, K), w.reshape(B * S, K), m)
             return n.view(shape), dn.view(shape)
         n = torch.empty(B, w.shape[1], dtype=self.dtype, device=self.device)
         dn = torch.empty_like(n)
