@@ -138,7 +138,8 @@ def measure(model: str, L: int, steps: int, T: float = 0.1, f: float = 0.5, seed
             continue
         bare_sel = (bare_at * params.dt >= lo) & (bare_at * params.dt < hi)
         if not bare_sel.any():  # a window shorter than --bare-every: the nearest sample
-            bare_sel = np.abs(bare_at * params.dt - lo) == np.abs(bare_at * params.dt - lo).min()
+            dist = np.abs(bare_at * params.dt - lo)
+            bare_sel = dist == dist.min()
         rows.append({"t": [lo, hi], **summary(sel, bare_sel)})
     whole = summary(np.ones(steps, bool), np.ones(bare_s.size, bool))
     report = {"benchmark": "force cost over a whole quench", "model": model,
